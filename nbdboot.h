@@ -1,0 +1,327 @@
+/*
+ * nbdboot.h - protocol and kernel constants, wire layouts, and the internal
+ * API that nbdboot.c implements and tests/unit.c exercises.
+ *
+ * Read in protocol order: byte order, handshake, options, replies, info
+ * types, transmission, then the kernel interface, then the internal API.
+ * Nothing here comes from <linux/...>: musl-gcc has no kernel headers.
+ */
+#ifndef NBDBOOT_H
+#define NBDBOOT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- Byte order: the wire is big-endian ---------------------------------- */
+
+static inline uint16_t be16_get(const void *p)
+{
+	const uint8_t *b = p;
+	return (uint16_t)(b[0] << 8 | b[1]);
+}
+
+static inline uint32_t be32_get(const void *p)
+{
+	const uint8_t *b = p;
+	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+static inline uint64_t be64_get(const void *p)
+{
+	const uint8_t *b = p;
+	return (uint64_t)be32_get(b) << 32 | be32_get(b + 4);
+}
+
+static inline void be16_put(void *p, uint16_t v)
+{
+	uint8_t *b = p;
+	b[0] = (uint8_t)(v >> 8);
+	b[1] = (uint8_t)v;
+}
+
+static inline void be32_put(void *p, uint32_t v)
+{
+	uint8_t *b = p;
+	b[0] = (uint8_t)(v >> 24);
+	b[1] = (uint8_t)(v >> 16);
+	b[2] = (uint8_t)(v >> 8);
+	b[3] = (uint8_t)v;
+}
+
+static inline void be64_put(void *p, uint64_t v)
+{
+	be32_put(p, (uint32_t)(v >> 32));
+	be32_put((uint8_t *)p + 4, (uint32_t)v);
+}
+
+/* ---- Handshake ------------------------------------------------------------ */
+
+#define NBD_MAGIC          0x4e42444d41474943ULL /* "NBDMAGIC" */
+#define NBD_OLDSTYLE_MAGIC 0x00420281861253ULL
+#define NBD_IHAVEOPT       0x49484156454f5054ULL /* "IHAVEOPT" */
+#define NBD_REP_MAGIC      0x0003e889045565a9ULL
+
+#define NBD_DEFAULT_PORT "10809"
+
+/* Handshake flags (server, u16) and client flags (u32). */
+#define NBD_FLAG_FIXED_NEWSTYLE   (1u << 0)
+#define NBD_FLAG_NO_ZEROES        (1u << 1)
+#define NBD_FLAG_C_FIXED_NEWSTYLE (1u << 0)
+#define NBD_FLAG_C_NO_ZEROES      (1u << 1)
+
+/* Oldstyle greeting after the two magics: u64 size, u32 flags, 124 zeroes. */
+#define NBD_OLDSTYLE_REST   (8 + 4 + 124)
+#define NBD_ZEROES_LEN      124
+/* EXPORT_NAME answer: u64 size, u16 flags, then 124 zeroes unless NO_ZEROES. */
+#define NBD_EXPORT_NAME_REPLY_LEN (8 + 2)
+
+/* ---- Options -------------------------------------------------------------- */
+
+#define NBD_OPT_EXPORT_NAME       1
+#define NBD_OPT_ABORT             2
+#define NBD_OPT_LIST              3
+#define NBD_OPT_STARTTLS          5
+#define NBD_OPT_INFO              6
+#define NBD_OPT_GO                7
+#define NBD_OPT_STRUCTURED_REPLY  8
+#define NBD_OPT_LIST_META_CONTEXT 9
+#define NBD_OPT_SET_META_CONTEXT  10
+#define NBD_OPT_EXTENDED_HEADERS  11
+
+/* Option request header: u64 IHAVEOPT, u32 option, u32 length. */
+#define NBD_OPT_HDR_LEN 16
+
+/* ---- Option replies ------------------------------------------------------- */
+
+/* Reply header: u64 magic, u32 option, u32 type, u32 length. */
+#define NBD_REP_HDR_LEN 20
+
+#define NBD_REP_ACK          1
+#define NBD_REP_SERVER       2
+#define NBD_REP_INFO         3
+#define NBD_REP_META_CONTEXT 4
+
+#define NBD_REP_FLAG_ERROR       (1u << 31)
+#define NBD_REP_ERR_UNSUP        (NBD_REP_FLAG_ERROR | 1)
+#define NBD_REP_ERR_POLICY       (NBD_REP_FLAG_ERROR | 2)
+#define NBD_REP_ERR_INVALID      (NBD_REP_FLAG_ERROR | 3)
+#define NBD_REP_ERR_PLATFORM     (NBD_REP_FLAG_ERROR | 4)
+#define NBD_REP_ERR_TLS_REQD     (NBD_REP_FLAG_ERROR | 5)
+#define NBD_REP_ERR_UNKNOWN      (NBD_REP_FLAG_ERROR | 6)
+#define NBD_REP_ERR_SHUTDOWN     (NBD_REP_FLAG_ERROR | 7)
+#define NBD_REP_ERR_BLOCK_SIZE_REQD (NBD_REP_FLAG_ERROR | 8)
+#define NBD_REP_ERR_TOO_BIG      (NBD_REP_FLAG_ERROR | 9)
+#define NBD_REP_ERR_EXT_HEADER_REQD (NBD_REP_FLAG_ERROR | 10)
+
+/* Bounds on what a server may send us. */
+#define NBD_STRING_MAX   4096 /* a name or description, spec's hard limit */
+#define NBD_SHOW_MAX     200  /* server text shown on the console */
+#define NBD_ERRMSG_MAX   NBD_STRING_MAX
+#define NBD_SERVER_MAX   (4 + NBD_STRING_MAX + NBD_STRING_MAX) /* LIST entry */
+#define NBD_INFO_MAX     (2 + NBD_STRING_MAX) /* INFO_NAME/DESCRIPTION */
+#define NBD_REPLY_MAX    NBD_SERVER_MAX /* receive buffer, largest of above */
+#define NBD_REPLIES_MAX  4096 /* replies to one option before we give up */
+
+/* ---- Info types (NBD_REP_INFO payload starts with u16 type) -------------- */
+
+#define NBD_INFO_EXPORT      0
+#define NBD_INFO_NAME        1
+#define NBD_INFO_DESCRIPTION 2
+#define NBD_INFO_BLOCK_SIZE  3
+
+#define NBD_INFO_EXPORT_LEN     (2 + 8 + 2)
+#define NBD_INFO_BLOCK_SIZE_LEN (2 + 4 + 4 + 4)
+
+#define NBD_BLOCK_MIN_MAX  65536u  /* largest minimum block size allowed */
+#define NBD_BLOCK_PREF_MIN 512u
+#define NBD_BLOCK_MAX_ANY  0xffffffffu
+
+/* ---- Transmission --------------------------------------------------------- */
+
+#define NBD_FLAG_HAS_FLAGS         (1u << 0)
+#define NBD_FLAG_READ_ONLY         (1u << 1)
+#define NBD_FLAG_SEND_FLUSH        (1u << 2)
+#define NBD_FLAG_SEND_FUA          (1u << 3)
+#define NBD_FLAG_ROTATIONAL        (1u << 4)
+#define NBD_FLAG_SEND_TRIM         (1u << 5)
+#define NBD_FLAG_SEND_WRITE_ZEROES (1u << 6)
+#define NBD_FLAG_SEND_DF           (1u << 7)
+#define NBD_FLAG_CAN_MULTI_CONN    (1u << 8)
+#define NBD_FLAG_SEND_RESIZE       (1u << 9)
+#define NBD_FLAG_SEND_CACHE        (1u << 10)
+#define NBD_FLAG_SEND_FAST_ZERO    (1u << 11)
+
+/* Request: u32 magic, u16 flags, u16 type, u64 handle, u64 offset, u32 len. */
+#define NBD_REQUEST_MAGIC 0x25609513u
+#define NBD_REQUEST_LEN   28
+#define NBD_CMD_DISC      2
+
+/* Sizes the kernel's loff_t can hold; anything larger is absurd. */
+#define NBD_SIZE_MAX ((uint64_t)INT64_MAX)
+
+/* ---- Kernel: ioctls on /dev/nbdN (_IO(0xab, n)) -------------------------- */
+
+#define NBD_IOC(n)            ((0xabu << 8) | (n))
+#define NBD_SET_SOCK          NBD_IOC(0)
+#define NBD_SET_BLKSIZE       NBD_IOC(1)
+#define NBD_SET_SIZE          NBD_IOC(2)
+#define NBD_DO_IT             NBD_IOC(3)
+#define NBD_CLEAR_SOCK        NBD_IOC(4)
+#define NBD_CLEAR_QUE         NBD_IOC(5)
+#define NBD_SET_SIZE_BLOCKS   NBD_IOC(7)
+#define NBD_DISCONNECT        NBD_IOC(8)
+#define NBD_SET_TIMEOUT       NBD_IOC(9)
+#define NBD_SET_FLAGS         NBD_IOC(10)
+
+#define BLKROSET  ((0x12u << 8) | 93) /* _IO(0x12, 93) */
+#define BLKRRPART ((0x12u << 8) | 95) /* _IO(0x12, 95) */
+
+#define NBD_KERNEL_BLOCK_MIN 512u
+#define NBD_KERNEL_BLOCK_MAX 4096u /* PAGE_SIZE before Linux 6.15 */
+#define NBD_DEFAULT_BLOCK    512u  /* partition tables break otherwise */
+
+/* ---- Kernel: generic netlink family "nbd" --------------------------------- */
+
+#define NBD_GENL_FAMILY_NAME "nbd"
+#define NBD_GENL_VERSION     1
+#define NBD_GENL_MCAST_GROUP "nbd_mc_group"
+
+#define NBD_CMD_UNSPEC      0
+#define NBD_CMD_CONNECT     1
+#define NBD_CMD_DISCONNECT  2
+#define NBD_CMD_RECONFIGURE 3
+#define NBD_CMD_LINK_DEAD   4
+#define NBD_CMD_STATUS      5
+
+#define NBD_ATTR_INDEX              1
+#define NBD_ATTR_SIZE_BYTES         2
+#define NBD_ATTR_BLOCK_SIZE_BYTES   3
+#define NBD_ATTR_TIMEOUT            4
+#define NBD_ATTR_SERVER_FLAGS       5
+#define NBD_ATTR_CLIENT_FLAGS       6
+#define NBD_ATTR_SOCKETS            7
+#define NBD_ATTR_DEAD_CONN_TIMEOUT  8
+#define NBD_ATTR_DEVICE_LIST        9
+#define NBD_ATTR_BACKEND_IDENTIFIER 10
+
+#define NBD_SOCK_ITEM 1
+#define NBD_SOCK_FD   1
+
+#define NBD_CFLAG_DESTROY_ON_DISCONNECT (1u << 0)
+#define NBD_CFLAG_DISCONNECT_ON_CLOSE   (1u << 1)
+
+/* ---- Kernel: kTLS (musl lacks linux/tls.h) -------------------------------- */
+
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+#ifndef TCP_ULP
+#define TCP_ULP 31
+#endif
+#define TLS_TX 1
+#define TLS_RX 2
+
+/* ---- Internal API ----------------------------------------------------------- */
+
+#define NBD_HOST_MAX    255
+#define NBD_PORT_MAX    5
+#define NBD_PATH_MAX    4095
+#define NBD_UNIX_MAX    107 /* sun_path less the NUL */
+#define NBD_DEVICE_MAX  63
+#define NBD_WAIT_DEFAULT 60 /* seconds: boot networks come up slowly */
+#define NBD_WAIT_MAX    86400
+
+/* Exit codes: the same for every mode. */
+#define EXIT_SERVER 1 /* network or server failure, or not connected for -c */
+#define EXIT_USAGE  2 /* bad command line or configuration */
+#define EXIT_KERNEL 3 /* the kernel refused or has no nbd */
+
+enum nbd_mode {
+	MODE_ATTACH, MODE_PROBE, MODE_LIST, MODE_CHECK, MODE_DISCONNECT,
+	MODE_CMDLINE, MODE_HELP, MODE_VERSION,
+};
+
+/* Everything a run needs, filled from argv or the kernel command line. */
+struct nbd_config {
+	enum nbd_mode mode;
+	char host[NBD_HOST_MAX + 1];
+	char port[NBD_PORT_MAX + 1];
+	char unix_path[NBD_UNIX_MAX + 1];
+	char name[NBD_STRING_MAX + 1];
+	char device[NBD_DEVICE_MAX + 1];
+	/* TLS */
+	bool tls;
+	char cacert[NBD_PATH_MAX + 1];
+	char cert[NBD_PATH_MAX + 1];
+	char key[NBD_PATH_MAX + 1];
+	char tlshostname[NBD_HOST_MAX + 1];
+	/* negotiation */
+	bool no_optgo;
+	unsigned wait_seconds;
+	/* kernel */
+	uint32_t block_size; /* 0: default */
+	uint32_t timeout;    /* 0: none */
+	uint32_t conns;
+	uint64_t size_override; /* 0: the server's */
+	bool readonly, persist, swap, nofork, use_ioctl, systemd_mark, preinit;
+	/* --cmdline */
+	char cmdline_file[NBD_PATH_MAX + 1];
+	bool print_env;
+};
+
+enum nbd_handshake { HS_OLDSTYLE, HS_NEWSTYLE, HS_FIXED_EXPORT_NAME, HS_FIXED_GO };
+
+/* What negotiation learned: everything the kernel attach needs. */
+struct nbd_export {
+	uint64_t size;
+	uint16_t flags; /* transmission flags, 0 if the server sent no HAS_FLAGS */
+	bool has_block_sizes;
+	uint32_t min_block, pref_block, max_block;
+	enum nbd_handshake how;
+	bool tls;
+};
+
+/* One connection being negotiated: socket, deadline, agreed flags. */
+struct nbd_conn {
+	int fd;
+	int64_t deadline_ms; /* CLOCK_MONOTONIC */
+	uint16_t hs_flags;   /* server's handshake flags */
+	bool fixed, no_zeroes;
+	uint32_t pending_client_flags; /* sent with the first option */
+	bool client_flags_pending;
+};
+
+/* Last error, for main() and tests: one line, no "nbdboot: " prefix. */
+const char *nbd_last_error(void);
+/* Exit code class of the last error (EXIT_*). */
+int nbd_last_error_class(void);
+/* True if the last error may clear up by retrying (network, server start). */
+bool nbd_last_error_transient(void);
+
+/* Fill cfg from argv (argv[0] excluded). 0, or -1 with a usage error. */
+int nbd_parse_args(struct nbd_config *cfg, int argc, char **argv);
+/* Parse an nbd://, nbds://, nbd+unix://, nbds+unix:// URI into cfg. */
+int nbd_parse_uri(struct nbd_config *cfg, const char *uri);
+/* Check a filled configuration for contradictions. 0 or -1. */
+int nbd_config_check(const struct nbd_config *cfg);
+
+/* Monotonic milliseconds. */
+int64_t nbd_now_ms(void);
+
+/* Negotiate on a connected socket until transmission (GO / EXPORT_NAME or
+ * oldstyle); with probe, use INFO and leave the server with ABORT. */
+int nbd_negotiate(struct nbd_conn *c, const struct nbd_config *cfg,
+		  struct nbd_export *ex, bool probe);
+/* List the server's exports, calling fn for each; then ABORT. */
+int nbd_list(struct nbd_conn *c,
+	     void (*fn)(const char *name, const char *desc, void *arg), void *arg);
+/* Connect and negotiate with retries until cfg->wait_seconds pass.
+ * Returns the connected socket in transmission phase, or -1. */
+int nbd_open(const struct nbd_config *cfg, struct nbd_export *ex, bool probe);
+
+/* Copy at most NBD_SHOW_MAX bytes of untrusted text into out (size outsz),
+ * replacing anything not printable ASCII by '?'. */
+void nbd_sanitise(char *out, size_t outsz, const uint8_t *in, size_t len);
+
+#endif

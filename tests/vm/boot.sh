@@ -1,0 +1,42 @@
+#!/bin/bash
+# boot.sh - boot the cached Debian kernel with a test initramfs under qemu (tcg).
+#
+# Usage: tests/vm/boot.sh --initrd FILE [--append "kernel args"] [--timeout SEC]
+#                         [--log FILE] [--drive-none] [-- EXTRA QEMU ARGS...]
+# qemu-system-x86_64 -accel tcg -cpu max -m 512 -nographic -no-reboot, serial console
+# (console=ttyS0 panic=-1 + --append), -nic user,model=e1000 (host loopback is 10.0.2.2
+# in the guest). --drive-none: -nodefaults, so the guest gets no default IDE CD-ROM,
+# floppy or VGA, only the serial console and the NIC. The console goes to stdout and,
+# with --log, to FILE. Exit status: qemu's, or 124 if killed at the timeout
+# (default 120 s).
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+initrd="" append="" timeout=120 log=/dev/null nodefaults=() extra=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--initrd) initrd=$2; shift 2 ;;
+	--append) append=$2; shift 2 ;;
+	--timeout) timeout=$2; shift 2 ;;
+	--log) log=$2; shift 2 ;;
+	--drive-none) nodefaults=(-nodefaults -serial mon:stdio); shift ;;
+	--) shift; extra=("$@"); break ;;
+	*) die "unknown argument $1" ;;
+	esac
+done
+[ -f "$initrd" ] || die "usage: $0 --initrd FILE [--append ARGS] [--timeout SEC] [--log FILE] [--drive-none] [-- QEMU ARGS]"
+need qemu-system-x86_64 qemu-system-x86
+need timeout coreutils
+
+tree=$("$here/kernel.sh")
+kver=$(cat "$tree/kver")
+set +e
+timeout -k 5 "$timeout" qemu-system-x86_64 -accel tcg -cpu max -m 512 -nographic -no-reboot \
+	${nodefaults[@]+"${nodefaults[@]}"} \
+	-kernel "$tree/boot/vmlinuz-$kver" -initrd "$initrd" \
+	-append "console=ttyS0 panic=-1 $append" \
+	-nic user,model=e1000 ${extra[@]+"${extra[@]}"} </dev/null | tee "$log"
+rc=${PIPESTATUS[0]}
+[ "$rc" != 124 ] || echo "boot.sh: timed out after $timeout s" >&2
+exit "$rc"
