@@ -986,10 +986,13 @@ static void opt_abort(struct nbd_conn *c)
 {
 	struct reply r;
 	int64_t soon = nbd_now_ms() + 1000;
+	char saved[sizeof err];
+	memcpy(saved, &err, sizeof err); /* a failed goodbye must not mask the cause */
 	if (c->deadline_ms > soon)
 		c->deadline_ms = soon;
 	if (send_option(c, NBD_OPT_ABORT, NULL, 0) == 0)
 		read_reply(c, NBD_OPT_ABORT, &r);
+	memcpy(&err, saved, sizeof err);
 }
 
 /* In transmission phase, the only polite goodbye is NBD_CMD_DISC. */
@@ -998,7 +1001,10 @@ static void cmd_disc(struct nbd_conn *c)
 	uint8_t req[NBD_REQUEST_LEN] = { 0 };
 	be32_put(req, NBD_REQUEST_MAGIC);
 	be16_put(req + 6, NBD_CMD_DISC);
+	char saved[sizeof err];
+	memcpy(saved, &err, sizeof err);
 	write_all(c, req, sizeof req, "disconnect");
+	memcpy(&err, saved, sizeof err);
 }
 
 static int tls_handshake(struct nbd_conn *c, const struct nbd_config *cfg)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib.sh - helpers sourced by the tests/vm scripts (not run directly).
 
 die() { echo "${0##*/}: $*" >&2; exit 1; }

@@ -88,7 +88,7 @@ say "kernel $kver; modules: ${found[*]}"
 
 # --- stage the tree ---
 stage_busybox "$stage"
-mkdir -p "$stage"/{dev,proc,sys,run,tmp,etc,root,mnt,lib/modules/$kver}
+mkdir -p "$stage"/{dev,proc,sys,run,tmp,etc,root,mnt,lib/modules/"$kver"}
 mknod -m 600 "$stage/dev/console" c 5 1 2>/dev/null || true  # /init reopens it anyway
 for p in "${order[@]}"; do
 	dst=$stage/lib/modules/$kver/${p%.ko*}.ko
@@ -133,6 +133,7 @@ ip link set lo up
 case " $cmdline " in
 *" vmtest.nonet "*) ;;
 *)
+	t0=$(up)
 	if ip link set eth0 up 2>/dev/null; then
 		ip addr add 10.0.2.15/24 dev eth0
 		i=0
@@ -140,7 +141,7 @@ case " $cmdline " in
 			sleep 0.1; i=$((i + 1))
 		done
 		ip route add default via 10.0.2.2
-		echo "INIT: eth0 carrier=$(cat /sys/class/net/eth0/carrier) after $((i * 100)) ms"
+		echo "INIT: eth0 up at ${t0}s, carrier=$(cat /sys/class/net/eth0/carrier) after $((i * 100)) ms of polling, uptime $(up)s"
 	else
 		echo "INIT: no eth0"
 	fi ;;

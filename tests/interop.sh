@@ -1,0 +1,552 @@
+#!/bin/bash
+# interop.sh - nbdboot --probe / --list against real NBD servers on loopback:
+# nbdkit, nbd-server and qemu-nbd.  Run from anywhere:
+#
+#	tests/interop.sh                        # ./nbdboot
+#	NBDBOOT=build/nbdboot-asan tests/interop.sh
+#	VERBOSE=1 tests/interop.sh              # show output of failing runs
+#
+# Needs nbdkit, nbd-server, qemu-nbd (qemu-utils), perl, ss.  No root, no
+# kernel nbd: nothing is attached.
+
+. "$(dirname "$0")/lib.sh"
+
+for tool in nbdkit nbd-server qemu-nbd perl ss timeout; do
+	command -v "$tool" >/dev/null || { echo "interop.sh: $tool is missing (make deps)" >&2; exit 2; }
+done
+[ -x "$NBDBOOT" ] || { echo "interop.sh: $NBDBOOT is not built (make)" >&2; exit 2; }
+
+MIB10=10485760
+MIB1=1048576
+
+# ==== Probe checks ===========================================================
+
+FLAG_NAMES=(HAS_FLAGS READ_ONLY SEND_FLUSH SEND_FUA ROTATIONAL SEND_TRIM
+	SEND_WRITE_ZEROES SEND_DF CAN_MULTI_CONN SEND_RESIZE SEND_CACHE SEND_FAST_ZERO)
+
+# expect_flags_consistent: the "flags:" names are exactly the bits of its hex
+# value, and READ_ONLY agrees with the "read-only:" line.
+expect_flags_consistent() {
+	local line hex names want= i v ro
+	line=$(grep -m1 '^flags: ' <<<"$OUT") || { why "no flags: line"; return 1; }
+	read -r _ hex names <<<"$line"
+	[[ $hex =~ ^0x[0-9a-fA-F]+$ ]] || { why "flags value '$hex' is not 0xHEX"; return 1; }
+	v=$((16#${hex#0x}))
+	for i in "${!FLAG_NAMES[@]}"; do
+		((v >> i & 1)) && want+="${want:+ }${FLAG_NAMES[i]}"
+	done
+	# Names for bits nbdboot does not know are not checked.
+	names=$(tr ' ' '\n' <<<"$names" | grep -Fx -f <(printf '%s\n' "${FLAG_NAMES[@]}") | tr '\n' ' ')
+	[ "${names% }" = "$want" ] || why "flags $hex names '${names% }', bits say '$want'"
+	ro=no
+	((v & 2)) && ro=yes
+	grep -Fxq "read-only: $ro" <<<"$OUT" || why "flags $hex but no 'read-only: $ro' line"
+}
+
+# expect_probe EXPORT SIZE READONLY HANDSHAKE: a successful probe with these
+# values (EXPORT "-" = do not check the export line).
+expect_probe() {
+	expect_rc 0 || return 1
+	[ "$1" = - ] || expect_line "export: $1"
+	expect_line "size: $2"
+	expect_line "read-only: $3"
+	expect_line "handshake: $4"
+	expect_line "tls: no"
+	expect_out '^block-size: (minimum [0-9]+ preferred [0-9]+ maximum [0-9]+|not advertised)$'
+	expect_flags_consistent
+}
+
+# expect_missing NAME: the probe failed because export NAME does not exist.
+expect_missing() {
+	expect_rc 1
+	expect_err "^nbdboot: .*no export named '$1'"
+	expect_no_out '^size:'
+}
+
+# ==== nbdkit =================================================================
+# One multi-export nbdkit (eval plugin): "disk" 10 MiB (also the default
+# export), "small" 1 MiB, both with descriptions; other names are refused.
+# The sizes differ, so a probe shows which name reached the server.
+
+start_nbdkit eval \
+	list_exports='printf "%s\n" INTERLEAVED disk "Test disk" small "Small disk, 1 MiB"' \
+	default_export='echo disk' \
+	open='case $3 in disk|small) echo "$3" ;; *) echo "ENOENT no export $3" >&2; exit 1 ;; esac' \
+	get_size='case $2 in small) echo 1048576 ;; *) echo 10485760 ;; esac' \
+	pread='dd if=/dev/zero count=$3 iflag=count_bytes status=none' || exit 1
+P=$PORT
+
+begin "nbdkit: probe named export"
+run_nbdboot --probe 127.0.0.1 "$P" -N small
+expect_probe small $MIB1 yes "fixed-newstyle go"
+end_test
+
+begin "nbdkit: probe default export"
+run_nbdboot --probe 127.0.0.1 "$P"
+expect_probe - $MIB10 yes "fixed-newstyle go"
+expect_out '^export: (\(default\)|disk)$'
+end_test
+
+begin "nbdkit: probe missing export"
+run_nbdboot --probe 127.0.0.1 "$P" -N nosuch
+expect_missing nosuch
+end_test
+
+begin "nbdkit: list with descriptions"
+run_nbdboot -l 127.0.0.1 "$P"
+expect_rc 0
+expect_stdout_is $'disk\tTest disk' $'small\tSmall disk, 1 MiB'
+end_test
+
+begin "nbdkit: --list long option"
+run_nbdboot --list 127.0.0.1 "$P"
+expect_rc 0
+expect_stdout_is $'disk\tTest disk' $'small\tSmall disk, 1 MiB'
+end_test
+
+begin "nbdkit: -g uses NBD_OPT_EXPORT_NAME"
+run_nbdboot --probe 127.0.0.1 "$P" -N small -g
+expect_probe small $MIB1 yes "fixed-newstyle export-name"
+end_test
+
+begin "nbdkit: --no-optgo with missing export fails"
+run_nbdboot --probe 127.0.0.1 "$P" -N nosuch --no-optgo
+expect_rc 1
+expect_no_out '^size:'
+end_test
+
+begin "nbdkit: URI nbd://HOST:PORT/NAME"
+run_nbdboot --probe "nbd://127.0.0.1:$P/small"
+expect_probe small $MIB1 yes "fixed-newstyle go"
+end_test
+
+begin "nbdkit: URI with empty name is the default export"
+run_nbdboot --probe "nbd://127.0.0.1:$P/"
+expect_probe - $MIB10 yes "fixed-newstyle go"
+end_test
+
+begin "nbdkit: URI with %-escaped name"
+run_nbdboot --probe "nbd://127.0.0.1:$P/sm%61ll"
+expect_probe small $MIB1 yes "fixed-newstyle go"
+end_test
+
+# nbd-client's argument forms, as initramfs-tools and dracut pass them.
+begin "nbd-client form: HOST -N NAME PORT -b 512 -swap -persist -systemd-mark"
+run_nbdboot --probe 127.0.0.1 -N small "$P" -b 512 -swap -persist -systemd-mark
+expect_probe small $MIB1 yes "fixed-newstyle go"
+end_test
+
+begin "nbd-client form: -name NAME"
+run_nbdboot --probe 127.0.0.1 "$P" -name small
+expect_probe small $MIB1 yes "fixed-newstyle go"
+end_test
+
+begin "nbd-client form: --name=NAME"
+run_nbdboot --probe 127.0.0.1 "$P" --name=small
+expect_probe small $MIB1 yes "fixed-newstyle go"
+end_test
+
+begin "nbd-client form: options before HOST (-p -systemd-mark HOST PORT -N NAME)"
+run_nbdboot --probe -p -systemd-mark 127.0.0.1 "$P" -N small
+expect_probe small $MIB1 yes "fixed-newstyle go"
+end_test
+
+# Usage errors must win even though the server would answer.
+begin "usage: unknown option is exit 2"
+run_nbdboot --probe 127.0.0.1 "$P" --no-such-option
+expect_rc 2
+expect_err '^nbdboot: '
+expect_no_out '^size:'
+end_test
+
+begin "usage: non-numeric port 'abc' is exit 2"
+run_nbdboot --probe 127.0.0.1 abc
+expect_rc 2
+expect_err '^nbdboot: '
+end_test
+
+begin "usage: block size 3 is exit 2"
+run_nbdboot --probe 127.0.0.1 "$P" -b 3
+expect_rc 2
+expect_err '^nbdboot: '
+expect_no_out '^size:'
+end_test
+
+# TLS was asked for: never fall back to plaintext with a server that has none.
+begin "tls: nbds:// against a plaintext server does not connect in plaintext"
+run_nbdboot --probe "nbds://127.0.0.1:$P/small"
+case $RC in
+2) ;;
+1) expect_err 'tls' ;;
+*) why "exit $RC, expected 2 (no TLS yet) or 1 with a TLS error (stderr '$ERR')" ;;
+esac
+expect_no_out '^size:'
+end_test
+
+begin "tls: -x against a plaintext server does not connect in plaintext"
+run_nbdboot --probe 127.0.0.1 "$P" -N small -x
+case $RC in
+2) ;;
+1) expect_err 'tls' ;;
+*) why "exit $RC, expected 2 (no TLS yet) or 1 with a TLS error (stderr '$ERR')" ;;
+esac
+expect_no_out '^size:'
+end_test
+
+# Export list without descriptions: names only, no tab.
+start_nbdkit --filter=exportname memory 10M \
+	exportname-list=explicit exportname=first exportname=second exportname=third || exit 1
+
+begin "nbdkit: list without descriptions"
+run_nbdboot -l 127.0.0.1 "$PORT"
+expect_rc 0
+expect_stdout_is first second third
+end_test
+stop_server
+
+start_nbdkit --filter=exportname memory 10M \
+	exportname-list=explicit exportname=a exportname=b exportdesc=fixed:'same text' || exit 1
+
+begin "nbdkit: list with exportname filter descriptions"
+run_nbdboot -l 127.0.0.1 "$PORT"
+expect_rc 0
+expect_stdout_is $'a\tsame text' $'b\tsame text'
+end_test
+stop_server
+
+start_nbdkit -r memory 10M || exit 1
+begin "nbdkit: read-only export (-r)"
+run_nbdboot --probe 127.0.0.1 "$PORT"
+expect_probe - $MIB10 yes "fixed-newstyle go"
+expect_out '^flags: 0x[0-9a-fA-F]+ .*READ_ONLY'
+end_test
+stop_server
+
+start_nbdkit memory 10M || exit 1
+begin "nbdkit: writable export is not read-only"
+run_nbdboot --probe 127.0.0.1 "$PORT" -N anything
+expect_probe anything $MIB10 no "fixed-newstyle go"
+expect_no_out 'READ_ONLY'
+end_test
+
+begin "nbdkit: no block sizes advertised"
+run_nbdboot --probe 127.0.0.1 "$PORT"
+expect_rc 0
+expect_line "block-size: not advertised"
+end_test
+stop_server
+
+start_nbdkit null 5T || exit 1
+begin "nbdkit: 64-bit size (5 TiB)"
+run_nbdboot --probe 127.0.0.1 "$PORT"
+expect_probe - 5497558138880 no "fixed-newstyle go"
+end_test
+stop_server
+
+start_nbdkit --filter=blocksize-policy memory 10M \
+	blocksize-minimum=512 blocksize-preferred=4096 blocksize-maximum=65536 || exit 1
+begin "nbdkit: block sizes from blocksize-policy"
+run_nbdboot --probe 127.0.0.1 "$PORT"
+expect_probe - $MIB10 no "fixed-newstyle go"
+expect_line "block-size: minimum 512 preferred 4096 maximum 65536"
+end_test
+
+begin "nbdkit: -g has no block size information"
+run_nbdboot --probe 127.0.0.1 "$PORT" -g
+expect_probe - $MIB10 no "fixed-newstyle export-name"
+expect_line "block-size: not advertised"
+end_test
+stop_server
+
+# Older handshakes.
+start_nbdkit --mask-handshake=0 memory 10M || exit 1
+begin "nbdkit: newstyle without FIXED_NEWSTYLE (--mask-handshake=0)"
+run_nbdboot --probe 127.0.0.1 "$PORT"
+expect_probe - $MIB10 no "newstyle export-name"
+end_test
+
+begin "nbdkit: newstyle without FIXED_NEWSTYLE, named export"
+run_nbdboot --probe 127.0.0.1 "$PORT" -N foo
+expect_probe foo $MIB10 no "newstyle export-name"
+end_test
+stop_server
+
+start_nbdkit --mask-handshake=1 memory 10M || exit 1
+begin "nbdkit: -g without NO_ZEROES reads the 124 zero bytes (--mask-handshake=1)"
+run_nbdboot --probe 127.0.0.1 "$PORT" -g
+expect_probe - $MIB10 no "fixed-newstyle export-name"
+end_test
+
+begin "nbdkit: GO without NO_ZEROES (--mask-handshake=1)"
+run_nbdboot --probe 127.0.0.1 "$PORT"
+expect_probe - $MIB10 no "fixed-newstyle go"
+end_test
+stop_server
+
+start_nbdkit --oldstyle memory 10M || exit 1
+begin "nbdkit: oldstyle handshake"
+run_nbdboot --probe 127.0.0.1 "$PORT"
+expect_probe - $MIB10 no "oldstyle"
+end_test
+
+begin "nbdkit: oldstyle server refuses an export name"
+run_nbdboot --probe 127.0.0.1 "$PORT" -N name
+expect_rc 1
+expect_err '^nbdboot: '
+expect_no_out '^size:'
+end_test
+stop_server
+
+# TLS required by the server.
+echo "alice:$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >"$TESTDIR/psk"
+chmod 600 "$TESTDIR/psk"
+start_nbdkit --tls=require --tls-psk="$TESTDIR/psk" memory 10M || exit 1
+begin "nbdkit: server requires TLS"
+run_nbdboot --probe 127.0.0.1 "$PORT"
+expect_rc 1
+expect_err '^nbdboot: .*requires TLS'
+expect_no_out '^size:'
+end_test
+stop_server
+
+# Unix socket.
+start_nbdkit_unix memory 10M || exit 1
+begin "nbdkit: Unix socket via nbd+unix:///?socket="
+run_nbdboot --probe "nbd+unix:///?socket=$SOCK"
+expect_probe - $MIB10 no "fixed-newstyle go"
+end_test
+
+begin "nbdkit: Unix socket via nbd+unix:///NAME?socket="
+run_nbdboot --probe "nbd+unix:///foo?socket=$SOCK"
+expect_probe foo $MIB10 no "fixed-newstyle go"
+end_test
+
+begin "nbdkit: Unix socket via -u"
+run_nbdboot --probe -u "$SOCK" -N foo
+expect_probe foo $MIB10 no "fixed-newstyle go"
+end_test
+stop_server
+
+# IPv6 loopback.
+if have_ipv6_loopback && LISTEN_ADDR=::1 start_nbdkit memory 10M 2>/dev/null; then
+	begin "nbdkit: IPv6 URI nbd://[::1]:PORT/NAME"
+	run_nbdboot --probe "nbd://[::1]:$PORT/foo"
+	expect_probe foo $MIB10 no "fixed-newstyle go"
+	end_test
+
+	begin "nbdkit: IPv6 positional ::1 PORT"
+	run_nbdboot --probe ::1 "$PORT" -N foo
+	expect_probe foo $MIB10 no "fixed-newstyle go"
+	end_test
+	stop_server
+else
+	skip "nbdkit: IPv6 URI nbd://[::1]:PORT/NAME" "no IPv6 loopback"
+	skip "nbdkit: IPv6 positional ::1 PORT" "no IPv6 loopback"
+fi
+
+# ==== Waiting and timeouts ===================================================
+
+begin "wait: server that comes up 2 s later (--wait 10)"
+LATE=$(free_port)
+T_LIMIT=15 start_nbdboot --probe 127.0.0.1 "$LATE" -N late --wait 10
+sleep 2
+WANT_PORT=$LATE start_nbdkit memory 10M || why "nbdkit did not start on port $LATE"
+finish_nbdboot
+expect_probe late $MIB10 no "fixed-newstyle go"
+expect_time 1800 9000
+end_test
+stop_server
+
+begin "wait: nothing listening, --wait 1 fails with Connection refused"
+T_LIMIT=8 run_nbdboot --probe 127.0.0.1 "$(free_port)" --wait 1
+expect_rc 1
+expect_err '^nbdboot: .*Connection refused'
+expect_time 500 3500
+end_test
+
+start_silent_listener || exit 1
+begin "wait: server accepts and never speaks, --wait 2 times out"
+T_LIMIT=10 run_nbdboot --probe 127.0.0.1 "$PORT" --wait 2
+expect_rc 1
+expect_err '^nbdboot: .*(timed out|timeout|time out)'
+expect_time 1500 5000
+end_test
+stop_server
+
+start_nbdkit --filter=delay memory 10M delay-open=30 || exit 1
+begin "wait: server stalls in the middle of the handshake, --wait 2 times out"
+T_LIMIT=10 run_nbdboot --probe 127.0.0.1 "$PORT" --wait 2
+expect_rc 1
+expect_err '^nbdboot: .*(timed out|timeout|time out)'
+expect_time 1500 5000
+end_test
+stop_server
+
+# ==== nbd-server =============================================================
+
+IMG_A=$(make_image $MIB10)
+IMG_B=$(make_image $MIB10)
+IMG_C=$(make_image $MIB1)
+IMG_D=$(make_image 3145728)
+
+start_nbd_server "
+[alpha]
+exportname = $IMG_A
+[beta]
+exportname = $IMG_B
+readonly = true
+[gamma]
+exportname = $IMG_C" || exit 1
+
+begin "nbd-server: probe named export"
+run_nbdboot --probe 127.0.0.1 "$PORT" -N alpha
+expect_probe alpha $MIB10 no "fixed-newstyle go"
+end_test
+
+begin "nbd-server: probe another named export"
+run_nbdboot --probe 127.0.0.1 "$PORT" -N gamma
+expect_probe gamma $MIB1 no "fixed-newstyle go"
+end_test
+
+begin "nbd-server: read-only export (readonly = true)"
+run_nbdboot --probe 127.0.0.1 "$PORT" -N beta
+expect_probe beta $MIB10 yes "fixed-newstyle go"
+expect_out '^flags: 0x[0-9a-fA-F]+ .*READ_ONLY'
+end_test
+
+begin "nbd-server: probe missing export"
+run_nbdboot --probe 127.0.0.1 "$PORT" -N nosuch
+expect_missing nosuch
+end_test
+
+begin "nbd-server: no default export configured"
+run_nbdboot --probe 127.0.0.1 "$PORT"
+expect_rc 1
+expect_no_out '^size:'
+end_test
+
+begin "nbd-server: list"
+run_nbdboot -l 127.0.0.1 "$PORT"
+expect_rc 0
+expect_stdout_is alpha beta gamma
+end_test
+
+begin "nbd-server: -g uses NBD_OPT_EXPORT_NAME"
+run_nbdboot --probe 127.0.0.1 "$PORT" -N gamma -g
+expect_probe gamma $MIB1 no "fixed-newstyle export-name"
+end_test
+
+begin "nbd-server: nbd-client form HOST -N NAME PORT -b 512 -swap -persist -systemd-mark"
+run_nbdboot --probe 127.0.0.1 -N gamma "$PORT" -b 512 -swap -persist -systemd-mark
+expect_probe gamma $MIB1 no "fixed-newstyle go"
+end_test
+stop_server
+
+# nbd-server has a default (empty-name) export only for an export given on
+# its command line.
+start_nbd_server "
+[alpha]
+exportname = $IMG_A" "$IMG_D" || exit 1
+begin "nbd-server: probe default export"
+run_nbdboot --probe 127.0.0.1 "$PORT"
+expect_probe - 3145728 no "fixed-newstyle go"
+end_test
+stop_server
+
+if have_ipv6_loopback && LISTEN_ADDR=::1 start_nbd_server "
+[alpha]
+exportname = $IMG_A" 2>/dev/null; then
+	begin "nbd-server: IPv6 URI nbd://[::1]:PORT/NAME"
+	run_nbdboot --probe "nbd://[::1]:$PORT/alpha"
+	expect_probe alpha $MIB10 no "fixed-newstyle go"
+	end_test
+	stop_server
+else
+	skip "nbd-server: IPv6 URI nbd://[::1]:PORT/NAME" "no IPv6 loopback"
+fi
+
+# ==== qemu-nbd ===============================================================
+
+IMG_Q=$(make_image $MIB10)
+
+start_qemu_nbd qdisk "$IMG_Q" -D "Qemu test disk" || exit 1
+begin "qemu-nbd: probe named export"
+run_nbdboot --probe 127.0.0.1 "$PORT" -N qdisk
+expect_probe qdisk $MIB10 no "fixed-newstyle go"
+end_test
+
+begin "qemu-nbd: probe missing export"
+run_nbdboot --probe 127.0.0.1 "$PORT" -N nosuch
+expect_missing nosuch
+end_test
+
+begin "qemu-nbd: list with description (-D)"
+run_nbdboot -l 127.0.0.1 "$PORT"
+expect_rc 0
+expect_stdout_is $'qdisk\tQemu test disk'
+end_test
+
+begin "qemu-nbd: block sizes match qemu-nbd -L"
+REF=$(qemu-nbd -L -b 127.0.0.1 -p "$PORT" 2>&1)
+BMIN=$(sed -n 's/^ *min block: //p' <<<"$REF")
+BPREF=$(sed -n 's/^ *opt block: //p' <<<"$REF")
+BMAX=$(sed -n 's/^ *max block: //p' <<<"$REF")
+run_nbdboot --probe 127.0.0.1 "$PORT" -N qdisk
+if [ -n "$BMIN" ]; then
+	expect_line "block-size: minimum $BMIN preferred $BPREF maximum $BMAX"
+else
+	why "qemu-nbd -L shows no block sizes: $REF"
+fi
+end_test
+
+begin "qemu-nbd: -g uses NBD_OPT_EXPORT_NAME"
+run_nbdboot --probe 127.0.0.1 "$PORT" -N qdisk -g
+expect_probe qdisk $MIB10 no "fixed-newstyle export-name"
+end_test
+stop_server
+
+start_qemu_nbd "" "$IMG_Q" || exit 1
+begin "qemu-nbd: probe default export (-x '')"
+run_nbdboot --probe 127.0.0.1 "$PORT"
+expect_probe - $MIB10 no "fixed-newstyle go"
+end_test
+
+begin "qemu-nbd: list without description"
+run_nbdboot -l 127.0.0.1 "$PORT"
+expect_rc 0
+[ -z "$(tr -d '\n' <<<"$OUT")" ] || [ "$OUT" = "(default)" ] ||
+	why "stdout $(_flat "$OUT"), expected one empty (default) name"
+end_test
+stop_server
+
+start_qemu_nbd_ro qro "$IMG_Q" || exit 1
+begin "qemu-nbd: read-only export (-r)"
+run_nbdboot --probe 127.0.0.1 "$PORT" -N qro
+expect_probe qro $MIB10 yes "fixed-newstyle go"
+expect_out '^flags: 0x[0-9a-fA-F]+ .*READ_ONLY'
+end_test
+stop_server
+
+start_qemu_nbd_unix qdisk "$IMG_Q" || exit 1
+begin "qemu-nbd: Unix socket via nbd+unix:///NAME?socket="
+run_nbdboot --probe "nbd+unix:///qdisk?socket=$SOCK"
+expect_probe qdisk $MIB10 no "fixed-newstyle go"
+end_test
+
+begin "qemu-nbd: Unix socket via -u"
+run_nbdboot --probe -u "$SOCK" -N qdisk
+expect_probe qdisk $MIB10 no "fixed-newstyle go"
+end_test
+stop_server
+
+if have_ipv6_loopback && LISTEN_ADDR=::1 start_qemu_nbd qdisk "$IMG_Q" 2>/dev/null; then
+	begin "qemu-nbd: IPv6 URI nbd://[::1]:PORT/NAME"
+	run_nbdboot --probe "nbd://[::1]:$PORT/qdisk"
+	expect_probe qdisk $MIB10 no "fixed-newstyle go"
+	end_test
+	stop_server
+else
+	skip "qemu-nbd: IPv6 URI nbd://[::1]:PORT/NAME" "no IPv6 loopback"
+fi
+
+summary

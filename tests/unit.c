@@ -1,0 +1,763 @@
+/*
+ * Unit tests for nbdboot: the command-line and URI parsers, and every
+ * negative negotiation path against scripted servers over a socketpair.
+ * Scripted servers are only for misbehaviour real servers will not produce;
+ * tests/interop.sh talks to real ones.
+ *
+ * Includes nbdboot.c itself so static helpers are reachable.
+ */
+#define NBDBOOT_NO_MAIN
+#include "../nbdboot.c"
+
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+static int passed, failed;
+static FILE *results;
+
+static void report(const char *name, bool ok, const char *why)
+{
+	if (ok) {
+		passed++;
+		printf("ok   unit: %s\n", name);
+	} else {
+		failed++;
+		printf("FAIL unit: %s: %s\n", name, why);
+	}
+	if (results)
+		fprintf(results, "%s unit: %s\n", ok ? "pass" : "fail", name);
+}
+
+/* ---- Parsers ---------------------------------------------------------------- */
+
+struct args_case {
+	const char *name;
+	const char *argv[16];
+	int rc;             /* 0 or -1 */
+	const char *host, *port, *export_name, *device, *unix_path;
+	const char *errpart; /* substring of the error when rc == -1 */
+};
+
+static const struct args_case args_cases[] = {
+	{ "host only", { "srv" }, 0, "srv", "10809", "", "", "" },
+	{ "host and port", { "srv", "10900" }, 0, "srv", "10900", "", "", "" },
+	{ "host port device", { "srv", "10900", "/dev/nbd1" }, 0, "srv", "10900", "", "/dev/nbd1" },
+	{ "device before port", { "srv", "nbd3", "10900" }, 0, "srv", "10900", "", "/dev/nbd3" },
+	{ "debian initramfs form",
+	  { "10.0.0.1", "-N", "root", "10809", "/dev/nbd0", "-swap", "-persist", "-systemd-mark",
+	    "-b", "512" },
+	  0, "10.0.0.1", "10809", "root", "/dev/nbd0" },
+	{ "single-dash long name", { "-name", "x", "srv" }, 0, "srv", "10809", "x" },
+	{ "double-dash name=", { "--name=a b", "srv" }, 0, "srv", "10809", "a b" },
+	{ "attached short value", { "srv", "-b512", "-Nexp" }, 0, "srv", "10809", "exp" },
+	{ "short cluster", { "-sp", "srv" }, 0, "srv", "10809" },
+	{ "ipv6 positional", { "::1", "10900" }, 0, "::1", "10900" },
+	{ "bracketed ipv6 positional", { "[fe80::1]" }, 0, "fe80::1", "10809" },
+	{ "uri", { "nbd://h:1234/exp" }, 0, "h", "1234", "exp" },
+	{ "uri ipv6", { "nbd://[::1]:1234/e" }, 0, "::1", "1234", "e" },
+	{ "uri ipv6 default port", { "nbd://[2001:db8::5]/" }, 0, "2001:db8::5", "10809", "" },
+	{ "uri percent-decoding", { "nbd://h/a%20b%2Fc" }, 0, "h", "10809", "a b/c" },
+	{ "uri no path", { "nbd://h" }, 0, "h", "10809", "" },
+	{ "uri with device", { "nbd://h/x", "/dev/nbd2" }, 0, "h", "10809", "x", "/dev/nbd2" },
+	{ "nbd+unix uri", { "nbd+unix:///e?socket=/run/s" }, 0, "", "10809", "e", "", "/run/s" },
+	{ "-u socket path", { "-u", "/tmp/sock" }, 0, "", "10809", "", "", "/tmp/sock" },
+	{ "probe mode", { "--probe", "srv" }, 0, "srv", "10809" },
+	{ "disconnect takes device", { "-d", "/dev/nbd4" }, 0, "", "10809", "", "/dev/nbd4" },
+	{ "unknown option", { "srv", "--frobnicate" }, -1, .errpart = "unknown option" },
+	{ "unknown short option", { "srv", "-Q" }, -1, .errpart = "unknown option '-Q'" },
+	{ "bad port", { "srv", "abc" }, -1, .errpart = "unexpected argument 'abc'" },
+	{ "port out of range", { "srv", "70000" }, -1, .errpart = "out of range" },
+	{ "block size not power of two", { "srv", "-b", "3" }, -1, .errpart = "block size 3" },
+	{ "block size above kernel", { "srv", "-b", "8192" }, -1, .errpart = "block size 8192" },
+	{ "missing option value", { "srv", "-N" }, -1, .errpart = "needs a value" },
+	{ "no server", { "-N", "x" }, -1, .errpart = "no server given" },
+	{ "conflicting modes", { "-l", "-d", "/dev/nbd0" }, -1, .errpart = "conflicting" },
+	{ "check needs a device", { "-c", "sda" }, -1, .errpart = "not an nbd device" },
+	{ "uri bad port", { "nbd://h:x1/" }, -1, .errpart = "not a number" },
+	{ "uri unterminated v6", { "nbd://[::1/e" }, -1, .errpart = "unterminated" },
+	{ "unix uri without socket", { "nbd+unix:///e" }, -1, .errpart = "socket=PATH" },
+	{ "unix uri with host", { "nbd+unix://h/e?socket=/s" }, -1, .errpart = "empty host" },
+	{ "unknown scheme", { "http://h/" }, -1, .errpart = "not an NBD URI" },
+	{ "bad percent escape", { "nbd://h/a%zz" }, -1, .errpart = "escape" },
+	{ "negative wait", { "srv", "--wait", "-1" }, -1, .errpart = "not a number" },
+	{ "flag given a value", { "srv", "--swap=1" }, -1, .errpart = "takes no value" },
+	{ "host with space", { "a b" }, -1, .errpart = "invalid characters" },
+	{ "sdp refused", { "srv", "-sdp" }, -1, .errpart = "SDP" },
+	{ "too many cmdline files", { "--cmdline", "a", "b" }, -1, .errpart = "at most one" },
+};
+
+static void test_args(void)
+{
+	for (size_t i = 0; i < sizeof args_cases / sizeof args_cases[0]; i++) {
+		const struct args_case *t = &args_cases[i];
+		static struct nbd_config cfg;
+		char why[1024] = "", name[128];
+		int argc = 0;
+		while (t->argv[argc])
+			argc++;
+		int rc = nbd_parse_args(&cfg, argc, (char **)t->argv);
+		snprintf(name, sizeof name, "args: %s", t->name);
+		if (rc != t->rc)
+			snprintf(why, sizeof why, "rc %d, error '%s'", rc, nbd_last_error());
+		else if (rc && !strstr(nbd_last_error(), t->errpart))
+			snprintf(why, sizeof why, "error '%s' lacks '%s'", nbd_last_error(), t->errpart);
+		else if (!rc && (strcmp(cfg.host, t->host ? t->host : "") ||
+				 strcmp(cfg.port, t->port ? t->port : "10809") ||
+				 strcmp(cfg.name, t->export_name ? t->export_name : "") ||
+				 strcmp(cfg.device, t->device ? t->device : "") ||
+				 strcmp(cfg.unix_path, t->unix_path ? t->unix_path : "")))
+			snprintf(why, sizeof why, "got host '%s' port '%s' name '%s' dev '%s' unix '%s'",
+				 cfg.host, cfg.port, cfg.name, cfg.device, cfg.unix_path);
+		report(name, !why[0], why);
+	}
+}
+
+static void test_args_flags(void)
+{
+	static struct nbd_config cfg;
+	char *v[] = { "srv", "-N", "n", "10809", "/dev/nbd0", "-swap", "-persist",
+		      "-systemd-mark", "-b", "1024", "-t", "30", "-C", "4", "-R", "-L", "-g",
+		      "--wait", "7" };
+	bool ok = nbd_parse_args(&cfg, (int)(sizeof v / sizeof v[0]), v) == 0 && cfg.swap &&
+		  cfg.persist && cfg.systemd_mark && cfg.block_size == 1024 && cfg.timeout == 30 &&
+		  cfg.conns == 4 && cfg.readonly && cfg.use_ioctl && cfg.no_optgo &&
+		  cfg.wait_seconds == 7 && cfg.mode == MODE_ATTACH;
+	report("args: every nbd-client flag lands in the config", ok, nbd_last_error());
+	char *w[] = { "srv" };
+	ok = nbd_parse_args(&cfg, 1, w) == 0 && cfg.wait_seconds == NBD_WAIT_DEFAULT &&
+	     cfg.block_size == 0 && cfg.conns == 1;
+	report("args: defaults", ok, nbd_last_error());
+}
+
+static void test_uri_tls(void)
+{
+	static struct nbd_config cfg;
+	config_defaults(&cfg);
+	bool ok = nbd_parse_uri(&cfg, "nbds://h/x") == 0 && cfg.tls;
+	config_defaults(&cfg);
+	ok = ok && nbd_parse_uri(&cfg, "nbds+unix:///x?socket=/s") == 0 && cfg.tls &&
+	     !strcmp(cfg.unix_path, "/s");
+	report("uri: nbds schemes require TLS", ok, nbd_last_error());
+	char *v[] = { "nbds://h/x" };
+	ok = nbd_parse_args(&cfg, 1, v) == -1 && nbd_last_error_class() == EXIT_USAGE;
+	report("args: TLS request is refused while TLS is unavailable", ok, nbd_last_error());
+}
+
+static void test_sanitise(void)
+{
+	char out[NBD_SHOW_MAX + 8];
+	uint8_t in[300];
+	nbd_sanitise(out, sizeof out, (const uint8_t *)"a\x1b[2Jb\n\xc3\xa9", 9);
+	report("sanitise: control and non-ASCII bytes become '?'", !strcmp(out, "a?[2Jb???"), out);
+	memset(in, 'x', sizeof in);
+	nbd_sanitise(out, sizeof out, in, sizeof in);
+	report("sanitise: bounded with an ellipsis",
+	       strlen(out) == NBD_SHOW_MAX + 3 && !strcmp(out + NBD_SHOW_MAX, "..."), out);
+}
+
+/* ---- Scripted servers --------------------------------------------------------- */
+
+struct buf {
+	uint8_t d[1 << 17];
+	size_t n;
+};
+
+static void put(struct buf *b, const void *p, size_t n)
+{
+	memcpy(b->d + b->n, p, n);
+	b->n += n;
+}
+static void put16(struct buf *b, uint16_t v) { be16_put(b->d + b->n, v); b->n += 2; }
+static void put32(struct buf *b, uint32_t v) { be32_put(b->d + b->n, v); b->n += 4; }
+static void put64(struct buf *b, uint64_t v) { be64_put(b->d + b->n, v); b->n += 8; }
+
+static void greet_new(struct buf *b, uint16_t flags)
+{
+	put64(b, NBD_MAGIC);
+	put64(b, NBD_IHAVEOPT);
+	put16(b, flags);
+}
+
+static void greet_old(struct buf *b, uint64_t size, uint32_t flags)
+{
+	put64(b, NBD_MAGIC);
+	put64(b, NBD_OLDSTYLE_MAGIC);
+	put64(b, size);
+	put32(b, flags);
+	memset(b->d + b->n, 0, 124);
+	b->n += 124;
+}
+
+static void reply(struct buf *b, uint32_t opt, uint32_t type, const void *data, uint32_t len)
+{
+	put64(b, NBD_REP_MAGIC);
+	put32(b, opt);
+	put32(b, type);
+	put32(b, len);
+	put(b, data, len);
+}
+
+static void info_export(struct buf *b, uint32_t opt, uint64_t size, uint16_t flags)
+{
+	uint8_t p[12];
+	be16_put(p, NBD_INFO_EXPORT);
+	be64_put(p + 2, size);
+	be16_put(p + 10, flags);
+	reply(b, opt, NBD_REP_INFO, p, sizeof p);
+}
+
+static void info_bs(struct buf *b, uint32_t opt, uint32_t min, uint32_t pref, uint32_t max)
+{
+	uint8_t p[14];
+	be16_put(p, NBD_INFO_BLOCK_SIZE);
+	be32_put(p + 2, min);
+	be32_put(p + 6, pref);
+	be32_put(p + 10, max);
+	reply(b, opt, NBD_REP_INFO, p, sizeof p);
+}
+
+static void ack(struct buf *b, uint32_t opt) { reply(b, opt, NBD_REP_ACK, NULL, 0); }
+
+/* A server script: first the greeting alone, then (after the client's first
+ * write) the rest; optionally keep the socket open (stall) at the end. */
+struct script {
+	struct buf greeting, rest;
+	bool stall;
+	bool hangup; /* close right after the greeting */
+};
+
+struct outcome {
+	int rc;
+	struct nbd_export ex;
+	char error[sizeof err.msg];
+	bool transient;
+	uint8_t sent[8192]; /* what the client sent, as the server saw it */
+	size_t sent_len;
+	size_t first_read; /* bytes in the server's first read after the greeting */
+	int64_t elapsed_ms;
+};
+
+static struct script S;
+static struct outcome O;
+
+static void server(int fd, int log)
+{
+	uint8_t in[8192];
+	size_t total = 0;
+	ssize_t r;
+	uint64_t first = 0;
+	if (write(fd, S.greeting.d, S.greeting.n) < 0 || S.hangup)
+		_exit(1);
+	usleep(50000); /* let the client's first write arrive whole */
+	r = read(fd, in, sizeof in);
+	if (r > 0) {
+		first = (uint64_t)r;
+		total = (size_t)r;
+	}
+	if (write(fd, S.rest.d, S.rest.n) < 0 && !S.stall) {
+		/* the client may have hung up early: that is what some tests check */
+	}
+	if (S.stall)
+		sleep(3);
+	shutdown(fd, SHUT_WR);
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	while (total < sizeof in && poll(&p, 1, 2000) > 0 &&
+	       (r = read(fd, in + total, sizeof in - total)) > 0)
+		total += (size_t)r;
+	if (write(log, &first, sizeof first) < 0 || write(log, in, total) < 0)
+		_exit(1);
+	_exit(0);
+}
+
+static char listed[4096];
+
+static void collect(const char *name, const char *desc, void *arg)
+{
+	size_t n = strlen(listed);
+	(void)arg;
+	snprintf(listed + n, sizeof listed - n, "%s|%s;", name, desc);
+}
+
+/* Run nbd_negotiate (or nbd_list when list) against S with cfg. */
+static void run_script(const struct nbd_config *cfg, bool probe, bool list, int deadline_ms)
+{
+	int sv[2], lp[2];
+	pid_t pid;
+	uint64_t first = 0;
+	ssize_t r;
+	memset(&O, 0, sizeof O);
+	socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+	if (pipe(lp))
+		abort();
+	pid = fork();
+	if (pid == 0) {
+		close(sv[0]);
+		close(lp[0]);
+		server(sv[1], lp[1]);
+	}
+	close(sv[1]);
+	close(lp[1]);
+	fcntl(sv[0], F_SETFL, O_NONBLOCK);
+	struct nbd_conn c = { .fd = sv[0], .deadline_ms = nbd_now_ms() + deadline_ms };
+	err.msg[0] = 0;
+	err.transient = false;
+	listed[0] = 0;
+	O.elapsed_ms = nbd_now_ms();
+	if (list)
+		O.rc = nbd_list(&c, collect, NULL);
+	else
+		O.rc = nbd_negotiate(&c, cfg, &O.ex, probe);
+	O.elapsed_ms = nbd_now_ms() - O.elapsed_ms;
+	snprintf(O.error, sizeof O.error, "%s", err.msg);
+	O.transient = err.transient;
+	close(sv[0]);
+	if (read(lp[0], &first, sizeof first) == sizeof first)
+		O.first_read = (size_t)first;
+	while (O.sent_len < sizeof O.sent &&
+	       (r = read(lp[0], O.sent + O.sent_len, sizeof O.sent - O.sent_len)) > 0)
+		O.sent_len += (size_t)r;
+	close(lp[0]);
+	waitpid(pid, NULL, 0);
+}
+
+/* ---- Negotiation scenarios ------------------------------------------------------- */
+
+#define HS_BOTH (NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES)
+
+static struct nbd_config C;
+
+static void reset(uint16_t hs)
+{
+	memset(&S, 0, sizeof S);
+	config_defaults(&C);
+	greet_new(&S.greeting, hs);
+}
+
+static void expect_ok(const char *name)
+{
+	report(name, O.rc == 0, O.error);
+}
+
+static void expect_err(const char *name, const char *part)
+{
+	char why[1024];
+	snprintf(why, sizeof why, "rc %d, error '%s', wanted '%s'", O.rc, O.error, part);
+	report(name, O.rc == -1 && strstr(O.error, part), why);
+}
+
+/* Offset of the first option after the 4 client-flag bytes. */
+static uint32_t sent_opt(size_t at) { return be32_get(O.sent + at + 8); }
+
+static void test_go_success(void)
+{
+	reset(HS_BOTH);
+	strcpy(C.name, "disk");
+	info_export(&S.rest, NBD_OPT_GO, 1 << 20, NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH);
+	info_bs(&S.rest, NBD_OPT_GO, 1, 4096, 1 << 25);
+	ack(&S.rest, NBD_OPT_GO);
+	run_script(&C, false, false, 2000);
+	expect_ok("go: named export negotiates");
+	report("go: size, flags and block sizes are taken",
+	       O.ex.size == 1 << 20 && O.ex.flags == (NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH) &&
+		       O.ex.has_block_sizes && O.ex.min_block == 1 && O.ex.pref_block == 4096 &&
+		       O.ex.max_block == 1 << 25 && O.ex.how == HS_FIXED_GO,
+	       "wrong export fields");
+	size_t golen = 4 + NBD_OPT_HDR_LEN + 4 + 4 + 4;
+	report("go: client flags and GO travel in one write", O.first_read == golen, "split write");
+	report("go: client flags echo fixed newstyle and no zeroes", be32_get(O.sent) == 3,
+	       "wrong client flags");
+	report("go: request asks for the name and INFO_BLOCK_SIZE",
+	       be64_get(O.sent + 4) == NBD_IHAVEOPT && sent_opt(4) == NBD_OPT_GO &&
+		       be32_get(O.sent + 16) == 12 && be32_get(O.sent + 20) == 4 &&
+		       !memcmp(O.sent + 24, "disk", 4) && be16_get(O.sent + 28) == 1 &&
+		       be16_get(O.sent + 30) == NBD_INFO_BLOCK_SIZE,
+	       "wrong GO request");
+	report("go: nothing sent after GO's ACK", O.sent_len == golen, "extra bytes sent");
+}
+
+static void test_client_flags_not_offered(void)
+{
+	reset(NBD_FLAG_FIXED_NEWSTYLE);
+	info_export(&S.rest, NBD_OPT_GO, 512, 0);
+	ack(&S.rest, NBD_OPT_GO);
+	run_script(&C, false, false, 2000);
+	report("handshake: NO_ZEROES is not claimed unless offered",
+	       O.rc == 0 && be32_get(O.sent) == NBD_FLAG_C_FIXED_NEWSTYLE, O.error);
+	report("go: flags without HAS_FLAGS read as none", O.ex.flags == 0, "flags kept");
+}
+
+static void test_unknown_info_skipped(void)
+{
+	uint8_t odd[10] = { 0, 99 };
+	reset(HS_BOTH);
+	reply(&S.rest, NBD_OPT_GO, NBD_REP_INFO, odd, sizeof odd);
+	info_export(&S.rest, NBD_OPT_GO, 4096, 1);
+	ack(&S.rest, NBD_OPT_GO);
+	run_script(&C, false, false, 2000);
+	report("go: unknown info types are skipped", O.rc == 0 && O.ex.size == 4096, O.error);
+}
+
+static void test_go_fallback(void)
+{
+	reset(NBD_FLAG_FIXED_NEWSTYLE);
+	strcpy(C.name, "e");
+	reply(&S.rest, NBD_OPT_GO, NBD_REP_ERR_UNSUP, NULL, 0);
+	put64(&S.rest, 123456);
+	put16(&S.rest, 3);
+	memset(S.rest.d + S.rest.n, 0, 124);
+	S.rest.n += 124;
+	run_script(&C, false, false, 2000);
+	expect_ok("fallback: GO unsupported falls back to EXPORT_NAME");
+	report("fallback: EXPORT_NAME result and zeroes consumed",
+	       O.ex.size == 123456 && O.ex.flags == 3 && O.ex.how == HS_FIXED_EXPORT_NAME,
+	       "wrong export");
+	size_t go = 4 + NBD_OPT_HDR_LEN + 4 + 1 + 4;
+	report("fallback: second option is EXPORT_NAME with the name",
+	       O.sent_len == go + NBD_OPT_HDR_LEN + 1 && sent_opt(go) == NBD_OPT_EXPORT_NAME &&
+		       O.sent[go + NBD_OPT_HDR_LEN] == 'e',
+	       "wrong second option");
+}
+
+static void test_go_error_is_not_fallback(void)
+{
+	reset(HS_BOTH);
+	reply(&S.rest, NBD_OPT_GO, NBD_REP_ERR_POLICY, NULL, 0);
+	run_script(&C, false, false, 2000);
+	expect_err("fallback: only UNSUP falls back (POLICY is an error)", "by policy");
+}
+
+static void test_nonfixed_uses_export_name(void)
+{
+	reset(0);
+	put64(&S.rest, 999);
+	put16(&S.rest, 1);
+	memset(S.rest.d + S.rest.n, 0, 124);
+	S.rest.n += 124;
+	run_script(&C, false, false, 2000);
+	report("newstyle without fixed: EXPORT_NAME directly, client flags 0",
+	       O.rc == 0 && O.ex.how == HS_NEWSTYLE && be32_get(O.sent) == 0 &&
+		       sent_opt(4) == NBD_OPT_EXPORT_NAME && O.ex.size == 999,
+	       O.error);
+}
+
+static void test_export_name_refused(void)
+{
+	reset(HS_BOTH);
+	C.no_optgo = true;
+	strcpy(C.name, "nope");
+	run_script(&C, false, false, 2000);
+	expect_err("export-name: a closed socket names the export", "no export named 'nope'");
+}
+
+static void test_oldstyle(void)
+{
+	memset(&S, 0, sizeof S);
+	config_defaults(&C);
+	greet_old(&S.greeting, 1 << 30, 3);
+	run_script(&C, false, false, 2000);
+	report("oldstyle: accepted without a name",
+	       O.rc == 0 && O.ex.how == HS_OLDSTYLE && O.ex.size == 1 << 30 && O.ex.flags == 3 &&
+		       O.sent_len == 0,
+	       O.error);
+	strcpy(C.name, "x");
+	run_script(&C, false, false, 2000);
+	expect_err("oldstyle: refused when an export name is asked", "oldstyle");
+	config_defaults(&C);
+	C.tls = true;
+	run_script(&C, false, false, 2000);
+	expect_err("oldstyle: refused when TLS is asked", "refusing to continue without TLS");
+	memset(&S, 0, sizeof S);
+	greet_old(&S.greeting, 1, 0x10000);
+	config_defaults(&C);
+	run_script(&C, false, false, 2000);
+	expect_err("oldstyle: high flag bits refused", "invalid oldstyle flags");
+}
+
+struct bad_reply {
+	const char *name, *part;
+	void (*build)(struct buf *b);
+};
+
+static void b_bad_magic(struct buf *b)
+{
+	put64(b, 0x1122334455667788ULL);
+	put32(b, NBD_OPT_GO);
+	put32(b, NBD_REP_ACK);
+	put32(b, 0);
+}
+static void b_wrong_echo(struct buf *b) { ack(b, NBD_OPT_LIST); }
+static void b_export_len(struct buf *b)
+{
+	uint8_t p[13] = { 0, NBD_INFO_EXPORT };
+	reply(b, NBD_OPT_GO, NBD_REP_INFO, p, sizeof p);
+}
+static void b_bs_len(struct buf *b)
+{
+	uint8_t p[12] = { 0, NBD_INFO_BLOCK_SIZE };
+	reply(b, NBD_OPT_GO, NBD_REP_INFO, p, sizeof p);
+}
+static void b_no_export(struct buf *b) { ack(b, NBD_OPT_GO); }
+static void b_bs_min(struct buf *b) { info_bs(b, NBD_OPT_GO, 3, 4096, 65536); }
+static void b_bs_min_huge(struct buf *b) { info_bs(b, NBD_OPT_GO, 1 << 17, 1 << 17, 1 << 20); }
+static void b_bs_pref(struct buf *b) { info_bs(b, NBD_OPT_GO, 1, 256, 65536); }
+static void b_bs_max(struct buf *b) { info_bs(b, NBD_OPT_GO, 512, 4096, 2048); }
+static void b_bs_max_mult(struct buf *b) { info_bs(b, NBD_OPT_GO, 1024, 4096, 5000); }
+static void b_absurd(struct buf *b) { info_export(b, NBD_OPT_GO, UINT64_MAX, 1); }
+static void b_truncated(struct buf *b)
+{
+	put64(b, NBD_REP_MAGIC);
+	put32(b, NBD_OPT_GO);
+	put32(b, NBD_REP_INFO);
+	put32(b, 12);
+	put16(b, NBD_INFO_EXPORT);
+}
+static void b_short_info(struct buf *b)
+{
+	uint8_t p[1] = { 0 };
+	reply(b, NBD_OPT_GO, NBD_REP_INFO, p, 1);
+}
+static void b_oversized(struct buf *b)
+{
+	put64(b, NBD_REP_MAGIC);
+	put32(b, NBD_OPT_GO);
+	put32(b, NBD_REP_INFO);
+	put32(b, 0x7fffffff);
+}
+static void b_long_error(struct buf *b)
+{
+	put64(b, NBD_REP_MAGIC);
+	put32(b, NBD_OPT_GO);
+	put32(b, NBD_REP_ERR_UNKNOWN);
+	put32(b, NBD_ERRMSG_MAX + 1);
+}
+static void b_ack_payload(struct buf *b)
+{
+	uint8_t p[4] = { 0 };
+	reply(b, NBD_OPT_GO, NBD_REP_ACK, p, 4);
+}
+static void b_unexpected(struct buf *b)
+{
+	uint8_t p[8] = { 0 };
+	reply(b, NBD_OPT_GO, NBD_REP_SERVER, p, 8);
+}
+static void b_endless(struct buf *b)
+{
+	uint8_t p[2] = { 0, 77 };
+	for (int i = 0; i <= NBD_REPLIES_MAX; i++)
+		reply(b, NBD_OPT_GO, NBD_REP_INFO, p, 2);
+}
+static void b_ack_after_bad_then(struct buf *b) { (void)b; }
+
+static const struct bad_reply bad_replies[] = {
+	{ "bad reply magic", "bad reply magic", b_bad_magic },
+	{ "wrong echoed option", "answered option 3", b_wrong_echo },
+	{ "INFO_EXPORT of the wrong length", "INFO_EXPORT of 13 bytes", b_export_len },
+	{ "INFO_BLOCK_SIZE of the wrong length", "INFO_BLOCK_SIZE of 12 bytes", b_bs_len },
+	{ "ACK without INFO_EXPORT", "no INFO_EXPORT", b_no_export },
+	{ "minimum block size not a power of two", "invalid block sizes", b_bs_min },
+	{ "minimum block size above 64 KiB", "invalid block sizes", b_bs_min_huge },
+	{ "preferred block size below 512", "invalid block sizes", b_bs_pref },
+	{ "maximum below preferred", "invalid block sizes", b_bs_max },
+	{ "maximum not a multiple of minimum", "invalid block sizes", b_bs_max_mult },
+	{ "absurd export size", "absurd export size", b_absurd },
+	{ "reply truncated by a close", "server closed the connection", b_truncated },
+	{ "INFO shorter than its type", "1-byte INFO", b_short_info },
+	{ "oversized reply length", "more than the", b_oversized },
+	{ "oversized error text", "more than the", b_long_error },
+	{ "ACK with a payload", "more than the 0 allowed", b_ack_payload },
+	{ "unexpected reply type", "unexpected reply type 2", b_unexpected },
+	{ "endless replies", "more than 4096 replies", b_endless },
+	{ "no reply at all", "server closed the connection", b_ack_after_bad_then },
+};
+
+static void test_bad_replies(void)
+{
+	for (size_t i = 0; i < sizeof bad_replies / sizeof bad_replies[0]; i++) {
+		char name[128];
+		reset(HS_BOTH);
+		bad_replies[i].build(&S.rest);
+		run_script(&C, false, false, 3000);
+		snprintf(name, sizeof name, "hostile: %s", bad_replies[i].name);
+		expect_err(name, bad_replies[i].part);
+	}
+}
+
+static void test_bad_greetings(void)
+{
+	memset(&S, 0, sizeof S);
+	config_defaults(&C);
+	put(&S.greeting, "HTTP/1.1 400 Bad Request\r\n", 26);
+	run_script(&C, false, false, 2000);
+	expect_err("greeting: wrong magic is not an NBD server", "not an NBD server");
+	memset(&S, 0, sizeof S);
+	put64(&S.greeting, NBD_MAGIC);
+	put64(&S.greeting, 0x1234);
+	run_script(&C, false, false, 2000);
+	expect_err("greeting: unknown second magic", "unknown protocol magic");
+	memset(&S, 0, sizeof S);
+	put64(&S.greeting, NBD_MAGIC);
+	S.hangup = true;
+	run_script(&C, false, false, 2000);
+	expect_err("greeting: cut short", "server closed the connection (greeting)");
+}
+
+static void test_stall(void)
+{
+	reset(HS_BOTH);
+	S.stall = true;
+	run_script(&C, false, false, 300);
+	expect_err("stall: a silent server hits the deadline", "timed out");
+	report("stall: the deadline is honoured (well under the server's 3 s stall)",
+	       O.elapsed_ms < 2500, "took too long");
+	reset(HS_BOTH);
+	S.stall = true;
+	S.greeting.n = 10; /* half a greeting, then silence */
+	run_script(&C, false, false, 300);
+	expect_err("stall: a half greeting hits the deadline", "timed out");
+}
+
+struct err_case {
+	uint32_t type;
+	const char *name, *part;
+	bool transient;
+};
+
+static const struct err_case err_cases[] = {
+	{ NBD_REP_ERR_POLICY, "POLICY", "refused export 'x' by policy" },
+	{ NBD_REP_ERR_INVALID, "INVALID", "rejected GO as invalid" },
+	{ NBD_REP_ERR_PLATFORM, "PLATFORM", "on its platform" },
+	{ NBD_REP_ERR_TLS_REQD, "TLS_REQD", "requires TLS: add --tls or use nbds://" },
+	{ NBD_REP_ERR_UNKNOWN, "UNKNOWN", "no export named 'x'" },
+	{ NBD_REP_ERR_SHUTDOWN, "SHUTDOWN", "shutting down", true },
+	{ NBD_REP_ERR_BLOCK_SIZE_REQD, "BLOCK_SIZE_REQD", "block size negotiation" },
+	{ NBD_REP_ERR_TOO_BIG, "TOO_BIG", "too big" },
+	{ NBD_REP_ERR_EXT_HEADER_REQD, "EXT_HEADER_REQD", "extended headers" },
+	{ NBD_REP_FLAG_ERROR | 77, "unknown error", "error 77" },
+};
+
+static void test_error_replies(void)
+{
+	for (size_t i = 0; i < sizeof err_cases / sizeof err_cases[0]; i++) {
+		char name[128], why[1024];
+		reset(HS_BOTH);
+		strcpy(C.name, "x");
+		reply(&S.rest, NBD_OPT_GO, err_cases[i].type, "why\x1b[0m", 7);
+		run_script(&C, false, false, 2000);
+		snprintf(name, sizeof name, "error reply: %s has its own message", err_cases[i].name);
+		expect_err(name, err_cases[i].part);
+		snprintf(name, sizeof name, "error reply: %s shows the server text sanitised",
+			 err_cases[i].name);
+		report(name, strstr(O.error, "server says: why?[0m") != NULL, O.error);
+		snprintf(name, sizeof name, "error reply: %s %s retried", err_cases[i].name,
+			 err_cases[i].transient ? "is" : "is not");
+		snprintf(why, sizeof why, "transient=%d", O.transient);
+		report(name, O.transient == err_cases[i].transient, why);
+	}
+	reset(HS_BOTH);
+	reply(&S.rest, NBD_OPT_GO, NBD_REP_ERR_UNKNOWN, NULL, 0);
+	run_script(&C, false, false, 2000);
+	expect_err("error reply: UNKNOWN for the default export says so", "no default export");
+}
+
+static void test_tls_refusals(void)
+{
+	reset(0);
+	C.tls = true;
+	run_script(&C, false, false, 2000);
+	expect_err("tls: server without fixed newstyle is refused", "without TLS");
+	report("tls: nothing is sent to a server without fixed newstyle", O.sent_len == 0,
+	       "client sent bytes");
+	reset(HS_BOTH);
+	C.tls = true;
+	reply(&S.rest, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY, NULL, 0);
+	run_script(&C, false, false, 2000);
+	expect_err("tls: STARTTLS answered with an error is refused", "without TLS");
+	report("tls: nothing follows the refused STARTTLS",
+	       O.sent_len == 4 + NBD_OPT_HDR_LEN && sent_opt(4) == NBD_OPT_STARTTLS,
+	       "client sent more after STARTTLS");
+	reset(HS_BOTH);
+	C.tls = true;
+	reply(&S.rest, NBD_OPT_STARTTLS, NBD_REP_ERR_UNSUP, NULL, 0);
+	run_script(&C, false, false, 2000);
+	expect_err("tls: STARTTLS unsupported (a stripping middlebox) is refused", "without TLS");
+}
+
+static void test_probe_aborts(void)
+{
+	reset(HS_BOTH);
+	info_export(&S.rest, NBD_OPT_INFO, 1000, 1);
+	ack(&S.rest, NBD_OPT_INFO);
+	ack(&S.rest, NBD_OPT_ABORT);
+	run_script(&C, true, false, 2000);
+	size_t info = 4 + NBD_OPT_HDR_LEN + 8;
+	report("probe: uses INFO, then ABORT",
+	       O.rc == 0 && sent_opt(4) == NBD_OPT_INFO && O.sent_len == info + NBD_OPT_HDR_LEN &&
+		       sent_opt(info) == NBD_OPT_ABORT,
+	       O.error);
+}
+
+static void test_list(void)
+{
+	uint8_t e[64];
+	reset(HS_BOTH);
+	be32_put(e, 3);
+	memcpy(e + 4, "onedesc", 7);
+	reply(&S.rest, NBD_OPT_LIST, NBD_REP_SERVER, e, 11);
+	be32_put(e, 3);
+	memcpy(e + 4, "two", 3);
+	reply(&S.rest, NBD_OPT_LIST, NBD_REP_SERVER, e, 7);
+	ack(&S.rest, NBD_OPT_LIST);
+	run_script(&C, false, true, 2000);
+	report("list: names and descriptions", O.rc == 0 && !strcmp(listed, "one|desc;two|;"),
+	       listed);
+	report("list: LIST then ABORT",
+	       sent_opt(4) == NBD_OPT_LIST && O.sent_len == 4 + 2 * NBD_OPT_HDR_LEN &&
+		       sent_opt(4 + NBD_OPT_HDR_LEN) == NBD_OPT_ABORT,
+	       "wrong options sent");
+	reset(HS_BOTH);
+	be32_put(e, 50);
+	reply(&S.rest, NBD_OPT_LIST, NBD_REP_SERVER, e, 10);
+	run_script(&C, false, true, 2000);
+	expect_err("list: name longer than its entry is refused", "malformed export list entry");
+	reset(HS_BOTH);
+	reply(&S.rest, NBD_OPT_LIST, NBD_REP_ERR_POLICY, "no", 2);
+	run_script(&C, false, true, 2000);
+	expect_err("list: refusal is reported", "by policy");
+	reset(0);
+	run_script(&C, false, true, 2000);
+	expect_err("list: needs fixed newstyle", "cannot list exports");
+}
+
+int main(void)
+{
+	const char *rpath = getenv("RESULTS");
+	signal(SIGPIPE, SIG_IGN);
+	if (rpath)
+		results = fopen(rpath, "a");
+	test_args();
+	test_args_flags();
+	test_uri_tls();
+	test_sanitise();
+	test_go_success();
+	test_client_flags_not_offered();
+	test_unknown_info_skipped();
+	test_go_fallback();
+	test_go_error_is_not_fallback();
+	test_nonfixed_uses_export_name();
+	test_export_name_refused();
+	test_oldstyle();
+	test_bad_greetings();
+	test_bad_replies();
+	test_stall();
+	test_error_replies();
+	test_tls_refusals();
+	test_probe_aborts();
+	test_list();
+	printf("unit: %d passed, %d failed\n", passed, failed);
+	if (results)
+		fclose(results);
+	return failed ? 1 : 0;
+}
