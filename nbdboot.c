@@ -19,8 +19,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -152,12 +157,26 @@ static const struct opt *find_long(const char *name, size_t len)
 	return NULL;
 }
 
-static const struct opt *find_short(char c)
+static const struct opt *find_id(int id)
 {
 	for (size_t i = 0; i < sizeof options / sizeof options[0]; i++)
-		if (options[i].id == (unsigned char)c)
+		if (options[i].id == id)
 			return &options[i];
 	return NULL;
+}
+
+static const struct opt *find_short(char c)
+{
+	return find_id((unsigned char)c);
+}
+
+/* Put "prefix: " before the recorded error, keeping its class. */
+static int fail_prefix(const char *prefix)
+{
+	char last[sizeof err.msg];
+	memcpy(last, err.msg, sizeof last);
+	snprintf(err.msg, sizeof err.msg, "%s: %.*s", prefix, (int)(sizeof last - 64), last);
+	return -1;
 }
 
 static int copy_str(char *dst, size_t dstsz, const char *src, const char *what)
@@ -535,7 +554,7 @@ int nbd_parse_args(struct nbd_config *cfg, int argc, char **argv)
 int nbd_config_check(const struct nbd_config *cfg)
 {
 	bool needs_server = cfg->mode == MODE_ATTACH || cfg->mode == MODE_PROBE ||
-			    cfg->mode == MODE_LIST;
+			    cfg->mode == MODE_LIST || (cfg->mode == MODE_CMDLINE && cfg->host[0]);
 	if (needs_server && !cfg->host[0] && !cfg->unix_path[0])
 		return fail_usage("no server given (HOST [PORT], an nbd:// URI, or -u SOCKET)");
 	if (cfg->block_size && (cfg->block_size < NBD_KERNEL_BLOCK_MIN ||
@@ -550,8 +569,239 @@ int nbd_config_check(const struct nbd_config *cfg)
 	}
 	if (cfg->print_env && cfg->mode != MODE_CMDLINE)
 		return fail_usage("--print-env goes with --cmdline");
-	if (cfg->mode == MODE_CMDLINE)
-		return fail_usage("--cmdline is not supported yet by this version of nbdboot");
+	if ((cfg->mode == MODE_CHECK || cfg->mode == MODE_DISCONNECT) && !cfg->device[0])
+		return fail_usage("-c and -d need a device (/dev/nbdN)");
+	return 0;
+}
+
+/* ---- Kernel command line ----------------------------------------------------
+ * Grammars: dracut root=nbd:SRV:PORT_OR_NAME[:FSTYPE[:ROOTFLAGS[:NBDOPTS]]]
+ * (also netroot=), Debian nbdroot= with nbddev= / root=/dev/nbdN[pM], NBD
+ * URIs in root=, and nbdboot.KEY[=VALUE] (the same words in NBDOPTS).
+ */
+
+/* nbdboot's own boot options, one word each: KEY or KEY=VALUE. */
+int nbd_cmdline_option(struct nbd_config *cfg, const char *word)
+{
+	static const struct { const char *key; int id; } keys[] = {
+		{ "wait", O_WAIT },      { "timeout", 't' },   { "conns", 'C' },
+		{ "connections", 'C' },  { "readonly", 'R' },  { "ioctl", 'L' },
+		{ "nonetlink", 'L' },    { "blocksize", 'b' }, { "bs", 'b' },
+		{ "persist", 'p' },      { "swap", 's' },      { "systemd-mark", 'm' },
+		{ "no-optgo", 'g' },     { "tls", 'x' },       { "cacert", 'A' },
+		{ "cert", 'F' },         { "key", 'K' },       { "tlshostname", 'H' },
+		{ "name", 'N' },         { "device", 'D' },
+	};
+	const char *eq = strchr(word, '=');
+	size_t klen = eq ? (size_t)(eq - word) : strlen(word);
+	while (*word == '-' && klen > 1) {
+		word++;
+		klen--;
+	}
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+		if (strlen(keys[i].key) != klen || strncmp(keys[i].key, word, klen))
+			continue;
+		const struct opt *o = keys[i].id == 'D' ? NULL : find_id(keys[i].id);
+		bool wants = keys[i].id == 'D' || (o && o->arg);
+		if (wants != (eq != NULL))
+			return fail_usage("nbdboot option '%s' %s", shown_name(word),
+					  wants ? "needs =VALUE" : "takes no value");
+		if (keys[i].id == 'D')
+			return set_device(cfg, eq + 1);
+		return apply_option(cfg, keys[i].id, eq ? eq + 1 : NULL);
+	}
+	return fail_usage("unknown nbdboot option '%.*s'", (int)(klen > 40 ? 40 : klen), word);
+}
+
+/* Comma-separated NBDOPTS of dracut's grammar. */
+static int cmdline_opts(struct nbd_config *cfg, char *list, const char *param)
+{
+	for (char *w = strtok(list, ","); w; w = strtok(NULL, ","))
+		if (nbd_cmdline_option(cfg, w))
+			return fail_prefix(param);
+	return 0;
+}
+
+/* Split off the next ':' field, keeping [IPv6] literals whole. */
+static char *next_field(char **s)
+{
+	char *f = *s, *p = f;
+	if (!f)
+		return NULL;
+	if (*p == '[')
+		p = strchr(p, ']') ? strchr(p, ']') : p;
+	p = strchr(p, ':');
+	if (p)
+		*p++ = 0;
+	*s = p;
+	return f;
+}
+
+static bool all_digits(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
+}
+
+/* dracut: nbd:SRV:PORT_OR_NAME[:FSTYPE[:ROOTFLAGS[:NBDOPTS]]] */
+static int cmdline_dracut(struct nbd_config *cfg, char *v, const char *param)
+{
+	char *rest = v + 4, *srv = next_field(&rest), *second = next_field(&rest);
+	char *fstype = next_field(&rest), *flags = next_field(&rest), *opts = rest;
+	if (!srv || set_host(cfg, srv, strlen(srv)))
+		return fail_usage("%s: bad server in '%s' (nbd:SRV:PORT_OR_NAME[:FSTYPE[:ROOTFLAGS"
+				  "[:NBDOPTS]]])", param, shown_name(v));
+	if (second && all_digits(second)) {
+		if (set_port(cfg, second))
+			return fail_prefix(param);
+	} else if (second && copy_str(cfg->name, sizeof cfg->name, second, "export name")) {
+		return fail_prefix(param);
+	}
+	if ((fstype && copy_str(cfg->fstype, sizeof cfg->fstype, fstype, "fstype")) ||
+	    (flags && copy_str(cfg->rootflags, sizeof cfg->rootflags, flags, "rootflags")))
+		return fail_prefix(param);
+	return opts && *opts ? cmdline_opts(cfg, opts, param) : 0;
+}
+
+/* Debian: SRV,NAME[,nbdN] | [V6]:[PORT]/NAME | HOST:[PORT]/NAME | /NAME | dhcp */
+static int cmdline_debian(struct nbd_config *cfg, char *v)
+{
+	char *comma = strchr(v, ','), *slash, *colon;
+	const char *env_path = getenv("ROOTPATH"), *env_srv = getenv("ROOTSERVER");
+	if ((!*v || !strcmp(v, "dhcp")) && env_path && *env_path && strlen(env_path) < 512) {
+		static char dhcp[512];
+		snprintf(dhcp, sizeof dhcp, "%s", env_path);
+		v = dhcp;
+		comma = strchr(v, ',');
+	} else if (!*v || !strcmp(v, "dhcp")) {
+		return fail_usage("nbdroot=%s needs the DHCP root-path (ROOTPATH), which is not set", v);
+	}
+	if (comma) {
+		char *name = comma + 1, *dev = strchr(name, ',');
+		*comma = 0;
+		if (dev)
+			*dev++ = 0;
+		if (set_host(cfg, v, strlen(v)) ||
+		    (all_digits(name) ? set_port(cfg, name)
+				      : copy_str(cfg->name, sizeof cfg->name, name, "export name")) ||
+		    (dev && *dev && set_device(cfg, dev)))
+			return fail_prefix("nbdroot");
+		return 0;
+	}
+	slash = strchr(v[0] == '[' && strchr(v, ']') ? strchr(v, ']') : v, '/');
+	if (!slash)
+		return fail_usage("nbdroot: '%s' is not SRV,NAME[,nbdN] or [HOST[:PORT]]/NAME",
+				  shown_name(v));
+	if (copy_str(cfg->name, sizeof cfg->name, slash + 1, "export name"))
+		return fail_prefix("nbdroot");
+	*slash = 0;
+	if (!*v) {
+		if (!env_srv || !*env_srv)
+			return fail_usage("nbdroot=/NAME needs the DHCP server (ROOTSERVER), which is not set");
+		return set_host(cfg, env_srv, strlen(env_srv)) ? fail_prefix("nbdroot") : 0;
+	}
+	colon = v[0] == '[' ? strchr(v, ']') : v;
+	colon = colon ? strchr(colon, ':') : NULL;
+	if (colon)
+		*colon = 0;
+	if (set_host(cfg, v, strlen(v)) || (colon && colon[1] && set_port(cfg, colon + 1)))
+		return fail_prefix("nbdroot");
+	return 0;
+}
+
+/* root=/dev/nbdN[pM] chooses the device and what to mount. */
+static int cmdline_rootdev(struct nbd_config *cfg, const char *v)
+{
+	char dev[NBD_DEVICE_MAX + 1];
+	size_t n = 8; /* strlen("/dev/nbd") */
+	while (v[n] >= '0' && v[n] <= '9')
+		n++;
+	if (n == 8 || n >= sizeof dev || (v[n] && (v[n] != 'p' || !all_digits(v + n + 1))))
+		return fail_usage("root=%s is not /dev/nbdN or /dev/nbdNpM", shown_name(v));
+	memcpy(dev, v, n);
+	dev[n] = 0;
+	if (!cfg->device[0] && set_device(cfg, dev)) /* nbddev= wins; checked at the end */
+		return -1;
+	return copy_str(cfg->root, sizeof cfg->root, v, "root");
+}
+
+/* Next word of the command line, honouring double quotes. */
+static char *cmdline_word(char **s)
+{
+	char *p = *s, *out, *w;
+	while (*p == ' ' || *p == '\t' || *p == '\n')
+		p++;
+	if (!*p)
+		return NULL;
+	w = out = p;
+	for (bool q = false; *p && (q || (*p != ' ' && *p != '\t' && *p != '\n')); p++) {
+		if (*p == '"')
+			q = !q;
+		else
+			*out++ = *p;
+	}
+	*s = *p ? p + 1 : p;
+	*out = 0;
+	return w;
+}
+
+static int cmdline_param(struct nbd_config *cfg, char *w, int *found)
+{
+	char *v = strchr(w, '=') ? strchr(w, '=') + 1 : NULL;
+	if (!strncmp(w, "nbdboot.", 8))
+		return nbd_cmdline_option(cfg, w + 8);
+	if (!v)
+		return 0;
+	if ((!strncmp(w, "root=nbd:", 9) || !strncmp(w, "netroot=nbd:", 12)) && strncmp(v, "nbd://", 6)) {
+		if ((*found)++)
+			return fail_usage("%.*s: the command line names more than one NBD root", (int)(v - w - 1), w);
+		return cmdline_dracut(cfg, v, w[0] == 'r' ? "root" : "netroot");
+	}
+	if (!strncmp(w, "root=nbd", 8) && strstr(v, "://")) {
+		if ((*found)++)
+			return fail_usage("root: the command line names more than one NBD root");
+		return nbd_parse_uri(cfg, v) ? fail_prefix("root") : 0;
+	}
+	if (!strncmp(w, "nbdroot=", 8)) {
+		if ((*found)++)
+			return fail_usage("nbdroot: the command line names more than one NBD root");
+		return cmdline_debian(cfg, v);
+	}
+	if (!strncmp(w, "nbddev=", 7))
+		return set_device(cfg, v) ? fail_prefix("nbddev") : 0;
+	if (!strncmp(w, "root=/dev/nbd", 13))
+		return cmdline_rootdev(cfg, v);
+	if (!strncmp(w, "rootfstype=", 11) && !cfg->fstype[0])
+		return copy_str(cfg->fstype, sizeof cfg->fstype, v, "rootfstype");
+	if (!strncmp(w, "rootflags=", 10) && !cfg->rootflags[0])
+		return copy_str(cfg->rootflags, sizeof cfg->rootflags, v, "rootflags");
+	return 0;
+}
+
+int nbd_parse_cmdline(struct nbd_config *cfg, const char *text)
+{
+	static char copy[8192];
+	char *s = copy, *w;
+	int found = 0;
+	if (strlen(text) >= sizeof copy)
+		return fail_usage("kernel command line is longer than %zu bytes", sizeof copy - 1);
+	strcpy(copy, text);
+	while ((w = cmdline_word(&s)))
+		if (cmdline_param(cfg, w, &found))
+			return -1;
+	if (!found)
+		return fail_usage("the kernel command line asks for no NBD root (root=nbd:..., "
+				  "netroot=nbd:..., nbdroot=... or root=nbd://...)");
+	if (!cfg->device[0])
+		memcpy(cfg->device, "/dev/nbd0", sizeof "/dev/nbd0");
+	if (!cfg->root[0])
+		memcpy(cfg->root, cfg->device, sizeof cfg->device);
+	else if (strncmp(cfg->root, cfg->device, strlen(cfg->device)))
+		return fail_usage("root=%s is not on the NBD device %s", cfg->root, cfg->device);
 	return 0;
 }
 
@@ -1074,12 +1324,14 @@ static int read_greeting(struct nbd_conn *c, const struct nbd_config *cfg, struc
 }
 
 static int go_or_export_name(struct nbd_conn *c, const struct nbd_config *cfg,
-			     struct nbd_export *ex, bool probe)
+			     struct nbd_export *ex)
 {
 	int r;
 	if (!c->fixed || cfg->no_optgo)
 		return opt_export_name(c, cfg->name, ex);
-	r = opt_go(c, probe ? NBD_OPT_INFO : NBD_OPT_GO, cfg->name, ex);
+	/* A probe uses GO too: some servers (nbd-server) only size the export
+	 * for GO, and the probe must see exactly what an attach would. */
+	r = opt_go(c, NBD_OPT_GO, cfg->name, ex);
 	if (r != GO_UNSUPPORTED)
 		return r;
 	return opt_export_name(c, cfg->name, ex);
@@ -1095,18 +1347,14 @@ int nbd_negotiate(struct nbd_conn *c, const struct nbd_config *cfg, struct nbd_e
 	if (!oldstyle) {
 		if (cfg->tls && opt_starttls(c, cfg))
 			return -1;
-		if (go_or_export_name(c, cfg, ex, probe))
+		if (go_or_export_name(c, cfg, ex))
 			return -1;
 		ex->tls = cfg->tls;
 	}
 	if (!(ex->flags & NBD_FLAG_HAS_FLAGS))
 		ex->flags = 0;
-	if (probe) {
-		if (ex->how == HS_FIXED_GO)
-			opt_abort(c);
-		else
-			cmd_disc(c);
-	}
+	if (probe)
+		cmd_disc(c); /* transmission has begun: the polite goodbye */
 	return 0;
 }
 
@@ -1171,12 +1419,15 @@ static int with_retries(const struct nbd_config *cfg, int (*op)(struct nbd_conn 
 		if (!err.transient)
 			return -1;
 		int64_t left = deadline - nbd_now_ms();
-		if (left <= 0) {
+		if (left > 0)
+			sleep_ms(delay < left ? delay : left);
+		if (nbd_now_ms() >= deadline) {
+			/* report the last real failure, not the deadline itself */
 			char last[sizeof err.msg];
 			memcpy(last, err.msg, sizeof last);
-			return fail_server("%s (gave up after %u s; see --wait)", last, cfg->wait_seconds);
+			return fail_server("%.*s (gave up after %u s; see --wait)",
+					   (int)(sizeof last - 48), last, cfg->wait_seconds);
 		}
-		sleep_ms(delay < left ? delay : left);
 		delay = delay * 2 > 2000 ? 2000 : delay * 2;
 	}
 }
@@ -1197,6 +1448,462 @@ int nbd_open(const struct nbd_config *cfg, struct nbd_export *ex, bool probe)
 {
 	struct open_args a = { cfg, ex, probe };
 	return with_retries(cfg, open_op, &a);
+}
+
+/* ==== Kernel attach ==========================================================
+ * Hands negotiated sockets to the kernel's nbd driver: generic netlink first
+ * (no process stays behind), the ioctls with a resident NBD_DO_IT holder as
+ * fallback.  Then waits, bounded, for the size and the partition scan.
+ * Calls the connection and negotiation sections through nbd_open().
+ */
+
+DEFINE_FAIL(fail_kernel, EXIT_KERNEL, false)
+
+static char **main_argv; /* for the '@' mark of resident processes */
+
+struct attach {
+	const struct nbd_config *cfg;
+	struct nbd_export ex;
+	int fds[64];
+	unsigned nfds;
+	uint32_t block_size;
+	uint64_t size;
+	int index; /* nbdN, or -1 to let the kernel choose (netlink) */
+};
+
+static int device_index(const char *dev)
+{
+	const char *p = dev + strlen("/dev/nbd");
+	long v = 0;
+	for (; *p >= '0' && *p <= '9' && v < 1000000; p++)
+		v = v * 10 + (*p - '0');
+	return (int)v;
+}
+
+/* Default 512 (partition tables of 512-byte-sector images), raised to the
+ * server's minimum; an explicit -b must satisfy the server. */
+static int choose_block_size(struct attach *a)
+{
+	const struct nbd_export *ex = &a->ex;
+	uint32_t bs = a->cfg->block_size ? a->cfg->block_size : NBD_DEFAULT_BLOCK;
+	if (ex->has_block_sizes && ex->min_block > NBD_KERNEL_BLOCK_MAX)
+		return fail_server("server's minimum block size %u is more than the kernel's %u",
+				   ex->min_block, NBD_KERNEL_BLOCK_MAX);
+	if (ex->has_block_sizes && bs < ex->min_block) {
+		if (a->cfg->block_size)
+			return fail_usage("block size %u is below the server's minimum %u: use -b %u",
+					  bs, ex->min_block, ex->min_block);
+		bs = ex->min_block;
+	}
+	if (ex->has_block_sizes && ex->max_block != NBD_BLOCK_MAX_ANY && bs > ex->max_block)
+		return fail_usage("block size %u is above the server's maximum %u", bs, ex->max_block);
+	a->block_size = bs;
+	a->size = a->cfg->size_override ? a->cfg->size_override : ex->size;
+	if (a->size < bs)
+		return fail_server("export is empty or smaller than one block (%llu bytes)",
+				   (unsigned long long)a->size);
+	return 0;
+}
+
+/* -- generic netlink ---------------------------------------------------------- */
+
+struct nlmsg {
+	uint8_t buf[1024];
+	size_t len;
+	size_t nest[4];
+	int depth;
+};
+
+static void nl_start(struct nlmsg *m, uint16_t type, uint8_t cmd)
+{
+	struct nl_hdr h = { .type = type, .flags = NLM_F_REQUEST_FLAG | NLM_F_ACK_FLAG, .seq = 1 };
+	struct genl_hdr g = { .cmd = cmd, .version = NBD_GENL_VERSION };
+	memset(m, 0, sizeof *m);
+	memcpy(m->buf, &h, sizeof h);
+	memcpy(m->buf + sizeof h, &g, sizeof g);
+	m->len = sizeof h + sizeof g;
+}
+
+static void nl_put(struct nlmsg *m, uint16_t type, const void *data, size_t len)
+{
+	struct nl_attr at = { .len = (uint16_t)(sizeof at + len), .type = type };
+	memcpy(m->buf + m->len, &at, sizeof at);
+	if (len)
+		memcpy(m->buf + m->len + sizeof at, data, len);
+	m->len += NL_ALIGN(sizeof at + len);
+}
+
+static void nl_u32(struct nlmsg *m, uint16_t type, uint32_t v) { nl_put(m, type, &v, 4); }
+static void nl_u64(struct nlmsg *m, uint16_t type, uint64_t v) { nl_put(m, type, &v, 8); }
+
+static void nl_nest(struct nlmsg *m, uint16_t type)
+{
+	m->nest[m->depth++] = m->len;
+	nl_put(m, type | NLA_F_NESTED_FLAG, NULL, 0);
+}
+
+static void nl_end(struct nlmsg *m)
+{
+	size_t at = m->nest[--m->depth];
+	uint16_t len = (uint16_t)(m->len - at);
+	memcpy(m->buf + at, &len, sizeof len);
+}
+
+/* Send m and read until the ACK; the first attribute of type want (u32 or
+ * u16) in a reply lands in *out.  Returns 0 or a negative errno. */
+static int nl_talk(int fd, struct nlmsg *m, uint16_t want, uint32_t *out)
+{
+	static uint8_t rx[8192];
+	struct nl_hdr *h = (struct nl_hdr *)m->buf;
+	h->len = (uint32_t)m->len;
+	if (send(fd, m->buf, m->len, 0) < 0)
+		return -errno;
+	for (int rounds = 0; rounds < 16; rounds++) {
+		ssize_t n = recv(fd, rx, sizeof rx, 0);
+		if (n < 0)
+			return -errno;
+		for (size_t off = 0; off + sizeof(struct nl_hdr) <= (size_t)n;) {
+			struct nl_hdr r;
+			memcpy(&r, rx + off, sizeof r);
+			if (r.len < sizeof r || r.len > (size_t)n - off)
+				return -EBADMSG;
+			if (r.type == NLMSG_ERROR_TYPE) {
+				int32_t e;
+				if (r.len < sizeof r + 4)
+					return -EBADMSG;
+				memcpy(&e, rx + off + sizeof r, 4);
+				return e;
+			}
+			size_t a = off + sizeof r + sizeof(struct genl_hdr);
+			while (a + sizeof(struct nl_attr) <= off + r.len) {
+				struct nl_attr at;
+				memcpy(&at, rx + a, sizeof at);
+				if (at.len < sizeof at || a + at.len > off + r.len)
+					break;
+				if ((at.type & NLA_TYPE_MASK) == want && out) {
+					uint32_t v = 0;
+					memcpy(&v, rx + a + sizeof at, at.len - sizeof at >= 4 ? 4 : 2);
+					*out = v;
+				}
+				a += NL_ALIGN(at.len);
+			}
+			off += NL_ALIGN(r.len);
+		}
+	}
+	return -EBADMSG;
+}
+
+/* Open a generic netlink socket and resolve the "nbd" family; -1 with
+ * errno ENOENT when the kernel has no such family. */
+static int nl_open(uint16_t *family)
+{
+	struct timeval tv = { .tv_sec = 10 };
+	struct nlmsg m;
+	uint32_t id = 0;
+	int r, fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	nl_start(&m, GENL_ID_CTRL, CTRL_CMD_GETFAMILY);
+	nl_put(&m, CTRL_ATTR_FAMILY_NAME, NBD_GENL_FAMILY_NAME, sizeof NBD_GENL_FAMILY_NAME);
+	r = nl_talk(fd, &m, CTRL_ATTR_FAMILY_ID, &id);
+	if (r < 0 || !id) {
+		close(fd);
+		errno = r < 0 ? -r : ENOENT;
+		return -1;
+	}
+	*family = (uint16_t)id;
+	return fd;
+}
+
+static int kernel_error(int e, const char *dev, const char *what)
+{
+	switch (e) {
+	case EBUSY:
+		return fail_kernel("%s is busy (already connected, or held open by udev or a mount): "
+				   "disconnect it with 'nbdboot -d %s' or choose another device", dev, dev);
+	case EPERM:
+	case EACCES:
+		return fail_kernel("not allowed to %s %s: run as root (CAP_SYS_ADMIN)", what, dev);
+	case ENOENT:
+	case ENODEV:
+	case ENXIO:
+		return fail_kernel("no nbd driver for %s: load the nbd module (modprobe nbd)", dev);
+	case EINVAL:
+		return fail_kernel("the kernel rejected %s of %s as invalid (size, block size or "
+				   "flags): %s", what, dev, strerror(e));
+	}
+	return fail_kernel("unable to %s %s: %s", what, dev, strerror(e));
+}
+
+/* NBD_CMD_CONNECT; 1 when the family is missing (try ioctls), 0, or -1. */
+static int attach_netlink(struct attach *a, char *dev, size_t devsz)
+{
+	const struct nbd_config *cfg = a->cfg;
+	char ident[NBD_HOST_MAX + 32];
+	uint16_t family;
+	uint32_t index = 0;
+	struct nlmsg m;
+	int r, fd = nl_open(&family);
+	if (fd < 0)
+		return errno == ENOENT ? 1 : kernel_error(errno, "nbd", "reach netlink for");
+	nl_start(&m, family, NBD_CMD_CONNECT);
+	if (a->index >= 0)
+		nl_u32(&m, NBD_ATTR_INDEX, (uint32_t)a->index);
+	nl_u64(&m, NBD_ATTR_SIZE_BYTES, a->size);
+	nl_u64(&m, NBD_ATTR_BLOCK_SIZE_BYTES, a->block_size);
+	nl_u64(&m, NBD_ATTR_SERVER_FLAGS, a->ex.flags | (cfg->readonly ? NBD_FLAG_READ_ONLY : 0));
+	if (cfg->timeout)
+		nl_u64(&m, NBD_ATTR_TIMEOUT, cfg->timeout);
+	nl_nest(&m, NBD_ATTR_SOCKETS);
+	for (unsigned i = 0; i < a->nfds; i++) {
+		nl_nest(&m, NBD_SOCK_ITEM);
+		nl_u32(&m, NBD_SOCK_FD, (uint32_t)a->fds[i]);
+		nl_end(&m);
+	}
+	nl_end(&m);
+	snprintf(ident, sizeof ident, "nbdboot:%s", server_name(cfg));
+	nl_put(&m, NBD_ATTR_BACKEND_IDENTIFIER, ident, strlen(ident) + 1);
+	r = nl_talk(fd, &m, NBD_ATTR_INDEX, &index);
+	close(fd);
+	if (r < 0)
+		return kernel_error(-r, a->index >= 0 ? dev : "an nbd device", "connect");
+	if (a->index < 0)
+		snprintf(dev, devsz, "/dev/nbd%u", index);
+	return 0;
+}
+
+static int detach_netlink(int index)
+{
+	uint16_t family;
+	struct nlmsg m;
+	int r, fd = nl_open(&family);
+	if (fd < 0)
+		return -errno;
+	nl_start(&m, family, NBD_CMD_DISCONNECT);
+	nl_u32(&m, NBD_ATTR_INDEX, (uint32_t)index);
+	r = nl_talk(fd, &m, 0, NULL);
+	close(fd);
+	return r;
+}
+
+/* -- ioctls --------------------------------------------------------------------- */
+
+static void become_resident(int keep_fd, bool daemon);
+
+/* Configure the device and fork the NBD_DO_IT holder; returns its pid. */
+static pid_t attach_ioctl(struct attach *a, const char *dev)
+{
+	const struct nbd_config *cfg = a->cfg;
+	unsigned long flags = a->ex.flags | (cfg->readonly ? NBD_FLAG_READ_ONLY : 0);
+	int one = 1, nbd = open(dev, O_RDWR | O_CLOEXEC);
+	pid_t pid;
+	if (nbd < 0)
+		return kernel_error(errno, dev, "open");
+	if (ioctl(nbd, NBD_SET_BLKSIZE, (unsigned long)a->block_size) < 0 ||
+	    ioctl(nbd, NBD_SET_SIZE_BLOCKS, (unsigned long)(a->size / a->block_size)) < 0 ||
+	    (cfg->timeout && ioctl(nbd, NBD_SET_TIMEOUT, (unsigned long)cfg->timeout) < 0) ||
+	    ioctl(nbd, NBD_SET_FLAGS, flags) < 0)
+		goto fail;
+	for (unsigned i = 0; i < a->nfds; i++)
+		if (ioctl(nbd, NBD_SET_SOCK, (unsigned long)a->fds[i]) < 0)
+			goto fail;
+	if ((flags & NBD_FLAG_READ_ONLY) && ioctl(nbd, BLKROSET, &one) < 0)
+		goto fail;
+	pid = fork();
+	if (pid < 0)
+		goto fail;
+	if ((pid == 0) != cfg->nofork) {
+		/* The holder: DO_IT returns when the device is disconnected. */
+		become_resident(nbd, !cfg->nofork);
+		ioctl(nbd, NBD_DO_IT);
+		ioctl(nbd, NBD_CLEAR_QUE);
+		ioctl(nbd, NBD_CLEAR_SOCK);
+		_exit(0);
+	}
+	close(nbd);
+	return pid ? pid : getppid();
+fail:
+	kernel_error(errno, dev, "configure");
+	ioctl(nbd, NBD_CLEAR_SOCK);
+	close(nbd);
+	return -1;
+}
+
+static int detach_ioctl(const char *dev)
+{
+	int nbd = open(dev, O_RDWR | O_CLOEXEC);
+	if (nbd < 0)
+		return kernel_error(errno, dev, "open");
+	if (ioctl(nbd, NBD_DISCONNECT) < 0) {
+		int e = errno;
+		close(nbd);
+		return kernel_error(e, dev, "disconnect");
+	}
+	ioctl(nbd, NBD_CLEAR_SOCK);
+	close(nbd);
+	return 0;
+}
+
+static int detach(const char *dev)
+{
+	return detach_netlink(device_index(dev)) == 0 ? 0 : detach_ioctl(dev);
+}
+
+/* -- readiness -------------------------------------------------------------- */
+
+#define BLKGETSIZE64 0x80081272u /* _IOR(0x12, 114, size_t) */
+
+static uint64_t device_size(const char *dev)
+{
+	uint64_t size = 0;
+	int fd = open(dev, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return 0;
+	if (ioctl(fd, BLKGETSIZE64, &size) < 0)
+		size = 0;
+	close(fd);
+	return size;
+}
+
+/* Until the device has its size and, when root is a partition, until that
+ * partition's node exists; opening the device runs the partition scan. */
+static int wait_ready(const char *dev, const char *root, pid_t holder)
+{
+	int64_t deadline = nbd_now_ms() + NBD_READY_WAIT_MS;
+	bool rescanned = false;
+	for (;;) {
+		if (holder > 0 && waitpid(holder, NULL, WNOHANG) == holder)
+			return fail_kernel("the process holding %s exited before the device was ready "
+					   "(see dmesg)", dev);
+		if (device_size(dev) > 0) {
+			if (!rescanned) {
+				int fd = open(dev, O_RDONLY | O_CLOEXEC);
+				if (fd >= 0) {
+					ioctl(fd, BLKRRPART);
+					close(fd);
+				}
+				rescanned = true;
+			}
+			if (!strcmp(root, dev) || access(root, F_OK) == 0)
+				return 0;
+		}
+		if (nbd_now_ms() > deadline)
+			return fail_kernel(rescanned ? "%s has no partition %s after %d s: check the "
+						       "image's partition table"
+						     : "%s did not come up within %d s%s",
+					   dev, rescanned ? root : "", NBD_READY_WAIT_MS / 1000);
+		sleep_ms(20);
+	}
+}
+
+static int connect_all(struct attach *a)
+{
+	struct nbd_export other;
+	for (unsigned i = 0; i < a->cfg->conns; i++) {
+		int fd = nbd_open(a->cfg, i ? &other : &a->ex, false);
+		if (fd < 0)
+			return -1;
+		a->fds[a->nfds++] = fd;
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+		if (i && (other.size != a->ex.size || other.flags != a->ex.flags))
+			return fail_server("connection %u saw a different export (size or flags)", i + 1);
+	}
+	return 0;
+}
+
+static int run_attach(const struct nbd_config *cfg)
+{
+	static struct attach a;
+	char dev[NBD_DEVICE_MAX + 1];
+	const char *method = "netlink";
+	pid_t holder = 0;
+	int r;
+	memset(&a, 0, sizeof a);
+	a.cfg = cfg;
+	a.index = cfg->device[0] ? device_index(cfg->device) : -1;
+	snprintf(dev, sizeof dev, "%s", cfg->device);
+	r = connect_all(&a) || choose_block_size(&a) ? -1 : 0;
+	if (r == 0 && !cfg->use_ioctl)
+		r = attach_netlink(&a, dev, sizeof dev);
+	if (r == 1 || (r == 0 && cfg->use_ioctl)) {
+		method = "ioctl";
+		if (!dev[0])
+			snprintf(dev, sizeof dev, "/dev/nbd0");
+		holder = attach_ioctl(&a, dev);
+		r = holder < 0 ? -1 : 0;
+	}
+	for (unsigned i = 0; i < a.nfds; i++)
+		close(a.fds[i]);
+	if (r < 0)
+		return -1;
+	if (wait_ready(dev, cfg->root[0] ? cfg->root : dev, cfg->nofork ? 0 : holder)) {
+		char saved[sizeof err];
+		memcpy(saved, &err, sizeof err);
+		detach(dev); /* never leave a half-attached device behind */
+		memcpy(&err, saved, sizeof err);
+		return -1;
+	}
+	say("attached %s%s%s to %s (%llu bytes, block size %u, %s%s)", server_name(cfg),
+	    cfg->name[0] ? " export " : "", cfg->name[0] ? shown_name(cfg->name) : "", dev,
+	    (unsigned long long)a.size, a.block_size, method,
+	    (a.ex.flags | (cfg->readonly ? NBD_FLAG_READ_ONLY : 0)) & NBD_FLAG_READ_ONLY ? ", read-only" : "");
+	return 0;
+}
+
+static int run_check(const struct nbd_config *cfg)
+{
+	char path[96], pid[32] = "";
+	int fd;
+	ssize_t n;
+	snprintf(path, sizeof path, "/sys/block/%s/pid", cfg->device + 5);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && access("/sys/block", F_OK))
+		return fail_kernel("cannot check %s: /sys is not mounted", cfg->device);
+	if (fd < 0 || device_size(cfg->device) == 0) {
+		if (fd >= 0)
+			close(fd);
+		return fail_server("%s is not connected", cfg->device);
+	}
+	n = read(fd, pid, sizeof pid - 1);
+	close(fd);
+	pid[n > 0 ? n : 0] = 0;
+	printf("%s", pid);
+	return 0;
+}
+
+/* ==== Resident process ========================================================
+ * What stays behind after the boot (the NBD_DO_IT holder; later the TLS
+ * proxy and reconnect loop) must survive switch_root and systemd's killing
+ * spree: '@' in argv[0], every catchable signal blocked, memory locked, the
+ * OOM killer told to look elsewhere, and no file of the initramfs held open.
+ */
+
+static void become_resident(int keep_fd, bool daemon)
+{
+	sigset_t all;
+	int fd;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, NULL); /* any signal would end NBD_DO_IT */
+	if (main_argv && main_argv[0] && main_argv[0][0])
+		main_argv[0][0] = '@';
+	mlockall(MCL_CURRENT | MCL_FUTURE);
+	fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (write(fd, "-1000", 5) < 0) {
+			/* not fatal: a less protected holder still works */
+		}
+		close(fd);
+	}
+	if (!daemon)
+		return;
+	if (chdir("/") < 0) {
+		/* "/" always exists */
+	}
+	setsid();
+	for (fd = 0; fd < 1024; fd++)
+		if (fd != keep_fd)
+			close(fd);
 }
 
 /* ==== Output ================================================================
@@ -1307,7 +2014,71 @@ static int run_probe(const struct nbd_config *cfg)
 	return 0;
 }
 
-static int run(const struct nbd_config *cfg)
+/* A value the shell reads back verbatim inside single quotes. */
+static void print_var(const char *name, const char *v)
+{
+	printf("%s='", name);
+	for (; *v; v++)
+		printf(*v == '\'' ? "'\\''" : "%c", *v);
+	printf("'\n");
+}
+
+static void print_env(const struct nbd_config *cfg)
+{
+	char num[24];
+	print_var("NBD_SERVER", cfg->unix_path[0] ? "" : cfg->host);
+	print_var("NBD_PORT", cfg->unix_path[0] ? "" : cfg->port);
+	print_var("NBD_SOCKET", cfg->unix_path);
+	print_var("NBD_EXPORT", cfg->name);
+	print_var("NBD_DEVICE", cfg->device);
+	print_var("NBD_ROOT", cfg->root);
+	print_var("NBD_FSTYPE", cfg->fstype);
+	print_var("NBD_ROOTFLAGS", cfg->rootflags);
+	print_var("NBD_METHOD", cfg->use_ioctl ? "ioctl" : "netlink");
+	print_var("NBD_READONLY", cfg->readonly ? "1" : "0");
+	print_var("NBD_TLS", cfg->tls ? "1" : "0");
+	snprintf(num, sizeof num, "%u", cfg->wait_seconds);
+	print_var("NBD_WAIT", num);
+	snprintf(num, sizeof num, "%u", cfg->block_size ? cfg->block_size : NBD_DEFAULT_BLOCK);
+	print_var("NBD_BLOCKSIZE", num);
+	snprintf(num, sizeof num, "%u", cfg->timeout);
+	print_var("NBD_TIMEOUT", num);
+	snprintf(num, sizeof num, "%u", cfg->conns);
+	print_var("NBD_CONNECTIONS", num);
+}
+
+static int read_cmdline(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t n = 0;
+	ssize_t r;
+	if (fd < 0)
+		return fail_usage("unable to read %s: %s", path, strerror(errno));
+	while (n + 1 < size && (r = read(fd, buf + n, size - 1 - n)) > 0)
+		n += (size_t)r;
+	close(fd);
+	buf[n] = 0;
+	if (n + 1 >= size)
+		return fail_usage("%s is longer than %zu bytes", path, size - 1);
+	return 0;
+}
+
+static int run_cmdline(struct nbd_config *cfg)
+{
+	static char text[8192];
+	if (read_cmdline(cfg->cmdline_file[0] ? cfg->cmdline_file : "/proc/cmdline", text,
+			 sizeof text) || nbd_parse_cmdline(cfg, text))
+		return -1;
+	if (nbd_config_check(cfg))
+		return -1;
+	if (cfg->print_env) {
+		print_env(cfg);
+		return 0;
+	}
+	return run_attach(cfg);
+}
+
+static int run(struct nbd_config *cfg)
 {
 	switch (cfg->mode) {
 	case MODE_HELP:
@@ -1325,17 +2096,24 @@ static int run(const struct nbd_config *cfg)
 		close(fd);
 		return 0;
 	}
-	default:
-		err.cls = EXIT_KERNEL;
-		snprintf(err.msg, sizeof err.msg, "kernel attach is not supported yet by this version");
-		return -1;
+	case MODE_CHECK:
+		return run_check(cfg);
+	case MODE_DISCONNECT:
+		return detach(cfg->device);
+	case MODE_CMDLINE:
+		return run_cmdline(cfg);
+	case MODE_ATTACH:
+		break;
 	}
+	return run_attach(cfg);
 }
 
 #ifndef NBDBOOT_NO_MAIN
 int main(int argc, char **argv)
 {
 	static struct nbd_config cfg;
+	main_argv = argv;
+	signal(SIGPIPE, SIG_IGN);
 	if (nbd_parse_args(&cfg, argc - 1, argv + 1)) {
 		say("%s", nbd_last_error());
 		return EXIT_USAGE;

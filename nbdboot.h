@@ -211,6 +211,36 @@ static inline void be64_put(void *p, uint64_t v)
 #define NBD_CFLAG_DESTROY_ON_DISCONNECT (1u << 0)
 #define NBD_CFLAG_DISCONNECT_ON_CLOSE   (1u << 1)
 
+/* Netlink framing (uapi linux/netlink.h, linux/genetlink.h). */
+#define NETLINK_GENERIC     16
+#define NLMSG_ERROR_TYPE    2
+#define NLMSG_DONE_TYPE     3
+#define NLM_F_REQUEST_FLAG  0x1
+#define NLM_F_ACK_FLAG      0x4
+#define NLA_F_NESTED_FLAG   (1u << 15)
+#define NLA_TYPE_MASK       0x3fff
+#define GENL_ID_CTRL        0x10
+#define CTRL_CMD_GETFAMILY  3
+#define CTRL_ATTR_FAMILY_ID   1
+#define CTRL_ATTR_FAMILY_NAME 2
+
+struct nl_hdr {
+	uint32_t len;
+	uint16_t type, flags;
+	uint32_t seq, pid;
+};
+struct genl_hdr {
+	uint8_t cmd, version;
+	uint16_t reserved;
+};
+struct nl_attr {
+	uint16_t len, type;
+};
+_Static_assert(sizeof(struct nl_hdr) == 16, "nlmsghdr is 16 bytes");
+_Static_assert(sizeof(struct genl_hdr) == 4, "genlmsghdr is 4 bytes");
+_Static_assert(sizeof(struct nl_attr) == 4, "nlattr is 4 bytes");
+#define NL_ALIGN(n) (((n) + 3u) & ~3u)
+
 /* ---- Kernel: kTLS (musl lacks linux/tls.h) -------------------------------- */
 
 #ifndef SOL_TLS
@@ -236,6 +266,8 @@ static inline void be64_put(void *p, uint64_t v)
 #define EXIT_SERVER 1 /* network or server failure, or not connected for -c */
 #define EXIT_USAGE  2 /* bad command line or configuration */
 #define EXIT_KERNEL 3 /* the kernel refused or has no nbd */
+
+#define NBD_READY_WAIT_MS 10000 /* device size and partitions after attach */
 
 enum nbd_mode {
 	MODE_ATTACH, MODE_PROBE, MODE_LIST, MODE_CHECK, MODE_DISCONNECT,
@@ -265,9 +297,12 @@ struct nbd_config {
 	uint32_t conns;
 	uint64_t size_override; /* 0: the server's */
 	bool readonly, persist, swap, nofork, use_ioctl, systemd_mark, preinit;
-	/* --cmdline */
+	/* --cmdline: what the boot asks for beyond the export */
 	char cmdline_file[NBD_PATH_MAX + 1];
 	bool print_env;
+	char root[NBD_DEVICE_MAX + 1];   /* device to mount: /dev/nbd0 or /dev/nbd0p1 */
+	char fstype[32];
+	char rootflags[256];
 };
 
 enum nbd_handshake { HS_OLDSTYLE, HS_NEWSTYLE, HS_FIXED_EXPORT_NAME, HS_FIXED_GO };
@@ -310,7 +345,7 @@ int nbd_config_check(const struct nbd_config *cfg);
 int64_t nbd_now_ms(void);
 
 /* Negotiate on a connected socket until transmission (GO / EXPORT_NAME or
- * oldstyle); with probe, use INFO and leave the server with ABORT. */
+ * oldstyle); with probe, then leave the server with NBD_CMD_DISC. */
 int nbd_negotiate(struct nbd_conn *c, const struct nbd_config *cfg,
 		  struct nbd_export *ex, bool probe);
 /* List the server's exports, calling fn for each; then ABORT. */
@@ -319,6 +354,13 @@ int nbd_list(struct nbd_conn *c,
 /* Connect and negotiate with retries until cfg->wait_seconds pass.
  * Returns the connected socket in transmission phase, or -1. */
 int nbd_open(const struct nbd_config *cfg, struct nbd_export *ex, bool probe);
+
+/* Fill cfg from a kernel command line (the text of /proc/cmdline):
+ * dracut root=nbd:/netroot=nbd:, Debian nbdroot=/nbddev=, root=nbd(s)://
+ * URIs, and nbdboot.KEY[=VALUE] options.  0, or -1 naming the parameter. */
+int nbd_parse_cmdline(struct nbd_config *cfg, const char *text);
+/* Apply one nbdboot option word (as in nbdboot.KEY=VALUE or NBDOPTS). */
+int nbd_cmdline_option(struct nbd_config *cfg, const char *word);
 
 /* Copy at most NBD_SHOW_MAX bytes of untrusted text into out (size outsz),
  * replacing anything not printable ASCII by '?'. */

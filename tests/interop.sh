@@ -347,7 +347,8 @@ fi
 # ==== Waiting and timeouts ===================================================
 
 begin "wait: server that comes up 2 s later (--wait 10)"
-LATE=$(free_port)
+pick_port
+LATE=$FREE_PORT
 T_LIMIT=15 start_nbdboot --probe 127.0.0.1 "$LATE" -N late --wait 10
 sleep 2
 WANT_PORT=$LATE start_nbdkit memory 10M || why "nbdkit did not start on port $LATE"
@@ -358,7 +359,8 @@ end_test
 stop_server
 
 begin "wait: nothing listening, --wait 1 fails with Connection refused"
-T_LIMIT=8 run_nbdboot --probe 127.0.0.1 "$(free_port)" --wait 1
+pick_port
+T_LIMIT=8 run_nbdboot --probe 127.0.0.1 "$FREE_PORT" --wait 1
 expect_rc 1
 expect_err '^nbdboot: .*Connection refused'
 expect_time 500 3500

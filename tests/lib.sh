@@ -240,9 +240,10 @@ finish_nbdboot() {
 
 _PORTS_GIVEN=" "
 
-# free_port: print a loopback TCP port nobody uses, below the ephemeral range
-# (so it cannot collide with the source port of an outgoing connection).
-free_port() {
+# pick_port: set FREE_PORT to a loopback TCP port nobody uses, below the
+# ephemeral range (so it cannot collide with the source port of an outgoing
+# connection).  Ports handed out once are not handed out again.
+pick_port() {
 	local lo p i span
 	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
 	[ "$lo" -gt 12000 ] || lo=32768
@@ -253,10 +254,10 @@ free_port() {
 		[ -z "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ] || continue
 		port_open 127.0.0.1 "$p" && continue
 		_PORTS_GIVEN+="$p "
-		echo "$p"
+		FREE_PORT=$p
 		return 0
 	done
-	echo "free_port: no free port found" >&2
+	echo "pick_port: no free port found" >&2
 	return 1
 }
 
@@ -303,7 +304,8 @@ _start_tcp() {
 	shift
 	for try in 1 2 3; do
 		_nserv=$((_nserv + 1))
-		PORT=${WANT_PORT:-$(free_port)} || return 1
+		PORT=$WANT_PORT
+		[ -n "$PORT" ] || { pick_port && PORT=$FREE_PORT; } || return 1
 		pidf=$TESTDIR/server$_nserv.pid
 		SERVER_LOG=$TESTDIR/server$_nserv.log
 		args=()
@@ -357,9 +359,8 @@ start_nbdkit_unix() {
 
 # make_image SIZE: print the path of a new sparse raw image of SIZE bytes.
 make_image() {
-	_nserv=$((_nserv + 1))
-	local f=$TESTDIR/disk$_nserv.img
-	truncate -s "$1" "$f" && echo "$f"
+	local f
+	f=$(mktemp "$TESTDIR/disk.XXXXXX") && truncate -s "$1" "$f" && echo "$f"
 }
 
 # start_qemu_nbd NAME FILE [QEMU-NBD OPTIONS]: one export NAME of raw FILE.
@@ -395,7 +396,8 @@ start_nbd_server() {
 	local body=$1 deflt=$2 conf try pidf
 	for try in 1 2 3; do
 		_nserv=$((_nserv + 1))
-		PORT=${WANT_PORT:-$(free_port)} || return 1
+		PORT=$WANT_PORT
+		[ -n "$PORT" ] || { pick_port && PORT=$FREE_PORT; } || return 1
 		conf=$TESTDIR/nbd-server$_nserv.conf
 		pidf=$TESTDIR/server$_nserv.pid
 		SERVER_LOG=$TESTDIR/server$_nserv.log

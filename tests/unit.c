@@ -167,7 +167,8 @@ struct buf {
 
 static void put(struct buf *b, const void *p, size_t n)
 {
-	memcpy(b->d + b->n, p, n);
+	if (n)
+		memcpy(b->d + b->n, p, n);
 	b->n += n;
 }
 static void put16(struct buf *b, uint16_t v) { be16_put(b->d + b->n, v); b->n += 2; }
@@ -685,17 +686,17 @@ static void test_tls_refusals(void)
 	expect_err("tls: STARTTLS unsupported (a stripping middlebox) is refused", "without TLS");
 }
 
-static void test_probe_aborts(void)
+static void test_probe_disconnects(void)
 {
 	reset(HS_BOTH);
-	info_export(&S.rest, NBD_OPT_INFO, 1000, 1);
-	ack(&S.rest, NBD_OPT_INFO);
-	ack(&S.rest, NBD_OPT_ABORT);
+	info_export(&S.rest, NBD_OPT_GO, 1000, 1);
+	ack(&S.rest, NBD_OPT_GO);
 	run_script(&C, true, false, 2000);
-	size_t info = 4 + NBD_OPT_HDR_LEN + 8;
-	report("probe: uses INFO, then ABORT",
-	       O.rc == 0 && sent_opt(4) == NBD_OPT_INFO && O.sent_len == info + NBD_OPT_HDR_LEN &&
-		       sent_opt(info) == NBD_OPT_ABORT,
+	size_t go = 4 + NBD_OPT_HDR_LEN + 8;
+	report("probe: negotiates with GO like an attach, then sends NBD_CMD_DISC",
+	       O.rc == 0 && sent_opt(4) == NBD_OPT_GO && O.sent_len == go + NBD_REQUEST_LEN &&
+		       be32_get(O.sent + go) == NBD_REQUEST_MAGIC &&
+		       be16_get(O.sent + go + 6) == NBD_CMD_DISC,
 	       O.error);
 }
 
@@ -731,6 +732,110 @@ static void test_list(void)
 	expect_err("list: needs fixed newstyle", "cannot list exports");
 }
 
+/* ---- Kernel command line ------------------------------------------------------ */
+
+struct cmdline_case {
+	const char *name, *text;
+	int rc;
+	const char *host, *port, *export_name, *device, *root, *fstype, *rootflags;
+	const char *errpart;
+	bool ioctl, readonly, tls;
+	unsigned wait;
+};
+
+static const struct cmdline_case cmdline_cases[] = {
+	{ "dracut port", "quiet root=nbd:10.0.2.2:10900 ro", 0, "10.0.2.2", "10900", "",
+	  "/dev/nbd0", "/dev/nbd0" },
+	{ "dracut name", "root=nbd:srv:disk", 0, "srv", "10809", "disk", "/dev/nbd0", "/dev/nbd0" },
+	{ "dracut fstype and flags", "root=nbd:srv:10900:ext4:noatime,data=ordered", 0, "srv",
+	  "10900", "", "/dev/nbd0", "/dev/nbd0", "ext4", "noatime,data=ordered" },
+	{ "dracut nbdopts", "root=nbd:srv:disk:xfs::wait=7,ioctl,readonly", 0, "srv", "10809",
+	  "disk", "/dev/nbd0", "/dev/nbd0", "xfs", "", .ioctl = true, .readonly = true, .wait = 7 },
+	{ "dracut netroot", "root=/dev/nbd0 netroot=nbd:srv:1234", 0, "srv", "1234", "",
+	  "/dev/nbd0", "/dev/nbd0" },
+	{ "dracut bracketed ipv6", "root=nbd:[fd00::2]:10900:ext4", 0, "fd00::2", "10900", "",
+	  "/dev/nbd0", "/dev/nbd0", "ext4" },
+	{ "debian comma form", "nbdroot=srv,disk,nbd1 root=/dev/nbd1", 0, "srv", "10809", "disk",
+	  "/dev/nbd1", "/dev/nbd1" },
+	{ "debian comma form, port", "nbdroot=srv,2000", 0, "srv", "2000", "", "/dev/nbd0",
+	  "/dev/nbd0" },
+	{ "debian host:port/name", "nbdroot=srv:2000/disk root=/dev/nbd0p1", 0, "srv", "2000",
+	  "disk", "/dev/nbd0", "/dev/nbd0p1" },
+	{ "debian host:/name", "nbdroot=srv:/disk", 0, "srv", "10809", "disk", "/dev/nbd0",
+	  "/dev/nbd0" },
+	{ "debian [v6]:/name", "nbdroot=[fd00::1]:/d", 0, "fd00::1", "10809", "d", "/dev/nbd0",
+	  "/dev/nbd0" },
+	{ "debian [v6]:port/name", "nbdroot=[fd00::1]:99/d", 0, "fd00::1", "99", "d",
+	  "/dev/nbd0", "/dev/nbd0" },
+	{ "debian nbddev", "nbdroot=srv:/d nbddev=/dev/nbd3", 0, "srv", "10809", "d", "/dev/nbd3",
+	  "/dev/nbd3" },
+	{ "uri root", "root=nbd://srv:77/e rootfstype=ext4 rootflags=ro", 0, "srv", "77", "e",
+	  "/dev/nbd0", "/dev/nbd0", "ext4", "ro" },
+	{ "nbds uri root asks for TLS", "root=nbds://srv/e", 0, "srv", "10809", "e", "/dev/nbd0",
+	  "/dev/nbd0", .tls = true },
+	{ "own namespace", "root=nbd:srv:d nbdboot.wait=5 nbdboot.ioctl nbdboot.device=/dev/nbd2",
+	  0, "srv", "10809", "d", "/dev/nbd2", "/dev/nbd2", .ioctl = true, .wait = 5 },
+	{ "quoted values", "root=nbd:srv:d:ext4:\"a b\"", 0, "srv", "10809", "d", "/dev/nbd0",
+	  "/dev/nbd0", "ext4", "a b" },
+	{ "no nbd root", "root=/dev/sda1 quiet", -1, .errpart = "asks for no NBD root" },
+	{ "two roots", "root=nbd:a:1 nbdroot=b:/x", -1, .errpart = "more than one NBD root" },
+	{ "bad dracut port", "root=nbd:srv:99999", -1, .errpart = "root: port 99999" },
+	{ "empty dracut server", "root=nbd::disk", -1, .errpart = "root: bad server" },
+	{ "unknown nbdopt", "root=nbd:srv:d:ext4::frob", -1, .errpart = "root: unknown nbdboot option 'frob'" },
+	{ "nbdopt missing value", "root=nbd:srv:d:ext4::wait", -1, .errpart = "needs =VALUE" },
+	{ "unknown own option", "root=nbd:srv:d nbdboot.bogus=1", -1, .errpart = "unknown nbdboot option 'bogus'" },
+	{ "bad nbdroot", "nbdroot=justahost", -1, .errpart = "nbdroot: 'justahost'" },
+	{ "nbdroot dhcp without dhcp data", "nbdroot=dhcp", -1, .errpart = "ROOTPATH" },
+	{ "bad nbddev", "nbdroot=s:/d nbddev=/dev/sda", -1, .errpart = "nbddev:" },
+	{ "bad root device", "nbdroot=s:/d root=/dev/nbdXp1", -1, .errpart = "root=/dev/nbdXp1" },
+	{ "root on another nbd", "nbdroot=s:/d nbddev=/dev/nbd1 root=/dev/nbd0p1", -1,
+	  .errpart = "not on the NBD device" },
+	{ "bad uri", "root=nbd://srv:x/", -1, .errpart = "root: " },
+};
+
+static void test_cmdline(void)
+{
+	for (size_t i = 0; i < sizeof cmdline_cases / sizeof cmdline_cases[0]; i++) {
+		const struct cmdline_case *t = &cmdline_cases[i];
+		static struct nbd_config cfg;
+		char why[1200] = "", name[128];
+		config_defaults(&cfg);
+		int rc = nbd_parse_cmdline(&cfg, t->text);
+		snprintf(name, sizeof name, "cmdline: %s", t->name);
+#define S_(x) ((x) ? (x) : "")
+		if (rc != t->rc)
+			snprintf(why, sizeof why, "rc %d, error '%s'", rc, nbd_last_error());
+		else if (rc && !strstr(nbd_last_error(), t->errpart))
+			snprintf(why, sizeof why, "error '%s' lacks '%s'", nbd_last_error(), t->errpart);
+		else if (!rc && (strcmp(cfg.host, S_(t->host)) || strcmp(cfg.port, S_(t->port)) ||
+				 strcmp(cfg.name, S_(t->export_name)) ||
+				 strcmp(cfg.device, S_(t->device)) || strcmp(cfg.root, S_(t->root)) ||
+				 strcmp(cfg.fstype, S_(t->fstype)) ||
+				 strcmp(cfg.rootflags, S_(t->rootflags)) || cfg.use_ioctl != t->ioctl ||
+				 cfg.readonly != t->readonly || cfg.tls != t->tls ||
+				 cfg.wait_seconds != (t->wait ? t->wait : NBD_WAIT_DEFAULT)))
+			snprintf(why, sizeof why,
+				 "got host '%s' port '%s' name '%s' dev '%s' root '%s' fs '%s' "
+				 "flags '%s' ioctl %d ro %d tls %d wait %u",
+				 cfg.host, cfg.port, cfg.name, cfg.device, cfg.root, cfg.fstype,
+				 cfg.rootflags, cfg.use_ioctl, cfg.readonly, cfg.tls, cfg.wait_seconds);
+		report(name, !why[0], why);
+	}
+	static struct nbd_config cfg;
+	config_defaults(&cfg);
+	setenv("ROOTPATH", "10.1.1.1:/dhcpdisk", 1);
+	bool ok = nbd_parse_cmdline(&cfg, "nbdroot=dhcp") == 0 && !strcmp(cfg.host, "10.1.1.1") &&
+		  !strcmp(cfg.name, "dhcpdisk");
+	report("cmdline: nbdroot=dhcp takes the DHCP root-path", ok, nbd_last_error());
+	config_defaults(&cfg);
+	setenv("ROOTSERVER", "10.2.2.2", 1);
+	ok = nbd_parse_cmdline(&cfg, "nbdroot=/d2") == 0 && !strcmp(cfg.host, "10.2.2.2") &&
+	     !strcmp(cfg.name, "d2");
+	report("cmdline: nbdroot=/NAME takes the DHCP server", ok, nbd_last_error());
+	unsetenv("ROOTPATH");
+	unsetenv("ROOTSERVER");
+}
+
 int main(void)
 {
 	const char *rpath = getenv("RESULTS");
@@ -754,8 +859,9 @@ int main(void)
 	test_stall();
 	test_error_replies();
 	test_tls_refusals();
-	test_probe_aborts();
+	test_probe_disconnects();
 	test_list();
+	test_cmdline();
 	printf("unit: %d passed, %d failed\n", passed, failed);
 	if (results)
 		fclose(results);

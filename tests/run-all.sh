@@ -1,0 +1,35 @@
+#!/bin/bash
+# Runs every test suite of `make check` and ends with "N passed, N failed".
+# Each suite appends "pass NAME" / "fail NAME" lines to $RESULTS; a suite that
+# exits non-zero without recording a failure counts as one failure itself.
+set -u
+cd "$(dirname "$0")/.." || exit 2
+mkdir -p build
+export RESULTS="$PWD/build/results.txt"
+: >"$RESULTS"
+
+suite() {
+	local name=$1 before rc
+	shift
+	before=$(grep -c '^fail' "$RESULTS")
+	echo "== $name"
+	"$@"
+	rc=$?
+	if [ "$rc" -ne 0 ] && [ "$(grep -c '^fail' "$RESULTS")" -eq "$before" ]; then
+		echo "FAIL $name: exited $rc without reporting a failure"
+		echo "fail suite: $name" >>"$RESULTS"
+	fi
+}
+
+suite "unit (musl)" build/unit
+suite "unit (ASan+UBSan)" build/unit-asan
+suite "interop (static binary)" tests/interop.sh
+suite "interop (ASan+UBSan binary)" env NBDBOOT=build/nbdboot-asan tests/interop.sh
+if [ -x tests/vm/scenarios.sh ] && [ "${NBDBOOT_SKIP_VM:-0}" != 1 ]; then
+	suite "real kernel under qemu" tests/vm/scenarios.sh
+fi
+
+passed=$(grep -c '^pass' "$RESULTS")
+failed=$(grep -c '^fail' "$RESULTS")
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

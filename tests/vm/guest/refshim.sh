@@ -1,0 +1,71 @@
+#!/bin/sh
+# refshim.sh - a stand-in for nbdboot's kernel-command-line mode built on
+# Debian's nbd-client, so that tests/vm/scenarios.sh can check its own guest
+# and host logic against the reference client (SCEN_CLIENT=ref installs this
+# as /sbin/nbdboot).  It knows only the forms the scenarios use.
+case $1 in
+-c | -d) exec nbd-client "$@" ;;
+--cmdline) shift ;;
+*) exec nbd-client "$@" ;;
+esac
+file=/proc/cmdline printenv=0
+for a; do case $a in --print-env) printenv=1 ;; *) file=$a ;; esac; done
+srv="" port=10809 name="" dev=/dev/nbd0 root="" fs="" flags="" method=netlink ro=0 wait=0
+opt() {
+	case $1 in
+	ioctl | nbdboot.ioctl) method=ioctl ;;
+	readonly | nbdboot.readonly) ro=1 ;;
+	wait=* | nbdboot.wait=*) wait=${1#*=} ;;
+	device=* | nbdboot.device=*) dev=${1#*=} ;;
+	esac
+}
+for w in $(cat "$file"); do
+	case $w in
+	root=nbd://* | netroot=nbd://*)
+		v=${w#*=nbd://} hp=${v%%/*} name=${v#*/}
+		srv=${hp%:*} port=${hp##*:} ;;
+	root=nbd:* | netroot=nbd:*)
+		v=${w#*=nbd:}
+		IFS=: read -r srv p fs flags opts <<END
+$v
+END
+		case $p in *[!0-9]* | "") name=$p ;; *) port=$p ;; esac
+		IFS=,
+		for o in $opts; do opt "$o"; done
+		unset IFS ;;
+	nbdroot=*,*) IFS=, read -r srv name d <<END
+${w#nbdroot=}
+END
+		dev=/dev/$d ;;
+	nbdroot=*)
+		v=${w#nbdroot=} hp=${v%%/*} name=${v#*/}
+		srv=${hp%:*} port=${hp#*:} ;;
+	root=/dev/nbd*) root=${w#root=} ;;
+	nbdboot.*) opt "$w" ;;
+	esac
+done
+[ -n "$srv" ] || { echo "nbdboot: no nbd root on the kernel command line" >&2; exit 2; }
+[ -n "$root" ] || root=$dev
+if [ $printenv = 1 ]; then
+	for v in "NBD_SERVER=$srv" "NBD_PORT=$port" "NBD_EXPORT=$name" "NBD_DEVICE=$dev" \
+		"NBD_ROOT=$root" "NBD_FSTYPE=$fs" "NBD_ROOTFLAGS=$flags" "NBD_METHOD=$method" \
+		"NBD_READONLY=$ro" "NBD_TLS=0"; do
+		echo "${v%%=*}='${v#*=}'"
+	done
+	exit 0
+fi
+set -- "$srv" "$port" "$dev" -b 512
+[ -z "$name" ] || set -- "$@" -N "$name"
+[ $method = netlink ] || set -- "$@" -L -m
+[ $ro = 0 ] || set -- "$@" -R
+end=$(($(date +%s) + wait))
+while :; do
+	out=$(nbd-client "$@" 2>&1) && break
+	if [ "$(date +%s)" -ge $end ]; then
+		echo "nbdboot: $(echo "$out" | tail -n1)" >&2
+		exit 1
+	fi
+	sleep 1
+done
+blockdev --rereadpt "$dev" 2>/dev/null
+exit 0

@@ -1,0 +1,271 @@
+#!/bin/bash
+# scenarios.sh - boot a real kernel (Debian 12, qemu tcg) whose initramfs attaches
+# its root filesystem over NBD with `nbdboot --cmdline` and switch_roots into it.
+#
+# Usage: tests/vm/scenarios.sh [NUMBER...]      (default: all; e.g. "1 6")
+# Environment:
+#   NBDBOOT        binary under test (default ./nbdboot); RESULTS, VERBOSE as in tests/lib.sh
+#   SCEN_CLIENT=ref  check the scenarios themselves against Debian's nbd-client
+#                  (tests/vm/guest/refshim.sh stands in for nbdboot in the guest)
+#   SCEN_TIMEOUT   seconds per qemu boot (default 100)
+# Console logs are kept in build/vm/scenario-N.log.  Each scenario is one boot:
+# the host serves a fresh copy of an ext4 image (tests/vm/mkroot.sh, /sbin/init =
+# tests/vm/guest/root-init.sh), the guest runs tests/vm/guest/initrd-nbd.sh, and
+# the host checks the console and then the image (tests/vm/extract-file.sh).
+#   1 nbdkit file, netlink, dracut root=nbd:10.0.2.2:PORT:ext4
+#   2 nbd-server, ioctl (nbdboot.ioctl), Debian nbdroot=10.0.2.2:PORT/NAME root=/dev/nbd0
+#   3 qemu-nbd, partitioned image, nbdroot=10.0.2.2,NAME,nbd0 root=/dev/nbd0p1
+#   4 server started 6 s after nbdboot began, root=nbd://10.0.2.2:PORT/ nbdboot.wait=60
+#   5 read-only export (nbdkit -r), netroot=nbd:...: mounted read-only, image unchanged
+#   6 ioctl mode, then systemd-style killing of everything not marked '@'; root still usable
+#   7 wrong export name: boot fails with the server's reason, nothing attached
+# (no set -u: tests/lib.sh is not written for it)
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../lib.sh"     # pass/fail/summary, start_* servers, TESTDIR, cleanup
+. "$here/lib.sh"        # die/say/need
+T0_ALL=$(date +%s)
+LOGDIR=$ROOT/build/vm
+mkdir -p "$LOGDIR"
+: "${SCEN_TIMEOUT:=100}" "${SCEN_CLIENT:=nbdboot}"
+want=" ${*:-1 2 3 4 5 6 7} "
+
+finish() {
+	echo "tests/vm/scenarios.sh: $N_PASS passed, $N_FAIL failed, $N_SKIP skipped in $(($(date +%s) - T0_ALL)) s (logs: $LOGDIR)"
+	[ "$N_FAIL" -eq 0 ]
+	exit
+}
+
+# ==== Setup: images and one initramfs ========================================
+
+need qemu-system-x86_64 qemu-system-x86
+need nbdkit nbdkit
+need nbd-server nbd-server
+need qemu-nbd qemu-utils
+need debugfs e2fsprogs
+
+prep_fail() { fail "vm: setup" "$*"; finish; }
+
+if [ "$SCEN_CLIENT" = ref ]; then
+	refadds=$("$here/refclient.sh") || prep_fail "could not stage Debian's nbd-client"
+	adds=(--add "$here/guest/refshim.sh:/sbin/nbdboot")
+	while read -r a; do adds+=(--add "$a"); done <<<"$refadds"
+else
+	[ -x "$NBDBOOT" ] || prep_fail "$NBDBOOT not built (run make)"
+	file -L "$NBDBOOT" | grep -q 'statically linked' || prep_fail "$NBDBOOT is not a static binary"
+	echo "root=nbd:10.0.2.2:10809:ext4" >"$TESTDIR/probe.cmdline"
+	"$NBDBOOT" --cmdline "$TESTDIR/probe.cmdline" --print-env >/dev/null 2>&1 ||
+		prep_fail "$NBDBOOT --cmdline FILE --print-env does not work: $("$NBDBOOT" --cmdline "$TESTDIR/probe.cmdline" --print-env 2>&1 | head -n1)"
+	adds=(--add "$NBDBOOT:/sbin/nbdboot")
+fi
+"$here/mkinitramfs.sh" "$TESTDIR/initrd.gz" --init "$here/guest/initrd-nbd.sh" "${adds[@]}" \
+	--modules "nbd e1000 ext4" 2>"$TESTDIR/mkinitramfs.log" ||
+	prep_fail "mkinitramfs.sh failed: $(tail -n3 "$TESTDIR/mkinitramfs.log")"
+"$here/mkroot.sh" "$TESTDIR/flat.img" --init "$here/guest/root-init.sh" 2>"$TESTDIR/mkroot.log" &&
+	"$here/mkroot.sh" "$TESTDIR/part.img" --partitioned --init "$here/guest/root-init.sh" 2>>"$TESTDIR/mkroot.log" ||
+	prep_fail "mkroot.sh failed: $(tail -n3 "$TESTDIR/mkroot.log")"
+echo "vm: initramfs and root images ready ($SCEN_CLIENT in the guest, $(($(date +%s) - T0_ALL)) s)"
+
+# ==== Helpers =================================================================
+
+# fresh_image flat|part: IMG = a private copy of the template image.
+fresh_image() {
+	IMG=$TESTDIR/$1-$N.img
+	cp --sparse=always "$TESTDIR/$1.img" "$IMG"
+	IMG_SUM=$(sha256sum <"$IMG")
+}
+
+# vm_boot APPEND...: boot, console (CR stripped) in CON; VM_RC is qemu's status.
+# The log goes to build/vm/scenario-N.log.
+vm_boot_start() {
+	LOG=$LOGDIR/scenario-$N.log
+	: >"$LOG"
+	TOKEN=t$RANDOM$RANDOM
+	"$here/boot.sh" --initrd "$TESTDIR/initrd.gz" --timeout "$SCEN_TIMEOUT" --log "$LOG" \
+		--append "quiet vmtest.token=$TOKEN $*" >/dev/null 2>"$LOG.stderr" &
+	VM_PID=$!
+}
+vm_boot_wait() {
+	wait "$VM_PID"
+	VM_RC=$?
+	CON=$(tr -d '\r' <"$LOG")
+	[ "$VM_RC" != 124 ] || why "qemu killed at the ${SCEN_TIMEOUT}s timeout"
+}
+vm_boot() { vm_boot_start "$@"; vm_boot_wait; }
+
+con_has() {  # con_has REGEX [WHAT]
+	grep -Eq -- "$1" <<<"$CON" && return 0
+	why "console lacks /$1/${2:+ ($2)}"
+	return 1
+}
+con_lacks() {
+	local l
+	l=$(grep -Em1 -- "$1" <<<"$CON") || return 0
+	why "console has '$l'${2:+ ($2)}"
+	return 1
+}
+var_is() {  # var_is NAME VALUE: what the guest saw after eval of --print-env
+	con_has "^NBD-VAR $1=$2\$" "--print-env"
+}
+image_has_token() {  # image_has_token [--partitioned]
+	local got
+	got=$("$here/extract-file.sh" "$IMG" /root-ok "$@" 2>&1)
+	[ "$got" = "NBDBOOT-ROOT-OK $TOKEN" ] && return 0
+	why "image /root-ok is '$got', expected 'NBDBOOT-ROOT-OK $TOKEN'"
+}
+image_unchanged() {
+	[ "$(sha256sum <"$IMG")" = "$IMG_SUM" ] || why "the image changed"
+}
+attach_secs() {  # seconds from NBD-ATTACH-BEGIN to NBD-ATTACH-END (guest uptime)
+	local b e
+	b=$(sed -n 's/^NBD-ATTACH-BEGIN uptime=\([0-9.]*\).*/\1/p' <<<"$CON" | head -n1)
+	e=$(sed -n 's/^NBD-ATTACH-END rc=[0-9]* uptime=\([0-9.]*\).*/\1/p' <<<"$CON" | head -n1)
+	[ -n "$b" ] && [ -n "$e" ] && awk -v b="$b" -v e="$e" 'BEGIN { printf "%.1f\n", e - b }'
+}
+scenario() {  # scenario N NAME: returns 1 if not selected
+	N=$1
+	case $want in *" $1 "*) ;; *) return 1 ;; esac
+	begin "vm $1: $2"
+	echo "---- vm $1: $2"
+}
+done_scenario() {
+	local a
+	a=$(attach_secs) && echo "     attach took ${a} s of guest time"
+	if ! end_test; then
+		echo "     console excerpt ($LOG):"
+		grep -E '^(NBD-|ROOT-|INIT|nbdboot|nbd-client|Kernel panic|EXT4-fs (error|warning)|block nbd|mount:|switch_root)|nbd[0-9]' <<<"$CON" |
+			grep -v '^NBD-ENV' | tail -n 25 | sed 's/^/     | /'
+	fi
+	[ -z "${SERVER_PID:-}" ] || stop_server "$SERVER_PID"
+	SERVER_PID=
+}
+nbd_server_conf() {  # nbd_server_conf NAME FILE [EXTRA LINES]
+	printf '[%s]\nexportname = %s\n%s' "$1" "$2" "${3:-}"
+}
+
+# ==== Scenarios ===============================================================
+
+if scenario 1 "nbdkit, netlink, dracut root=nbd:SRV:PORT:ext4"; then
+	fresh_image flat
+	start_nbdkit file "$IMG" && {
+		vm_boot "root=nbd:10.0.2.2:$PORT:ext4"
+		var_is NBD_ROOT /dev/nbd0; var_is NBD_FSTYPE ext4; var_is NBD_METHOD netlink
+		var_is NBD_PORT "$PORT"; var_is NBD_READONLY 0
+		con_has '^NBD-ATTACH-END rc=0' && con_has '^NBD-CHECK rc=0' 'nbdboot -c after attach'
+		con_has '^NBD-MOUNTED /dev/nbd0 /newroot ext4 rw'
+		con_has '^NBD-HOLDERS none$' 'netlink mode leaves no process'
+		con_has "^ROOT-MARKER pid=1 root=/dev/nbd0 rw" && con_has "^ROOT-WROTE $TOKEN"
+		image_has_token
+	}
+	done_scenario
+fi
+
+if scenario 2 "nbd-server, ioctl, Debian nbdroot=SRV:PORT/NAME root=/dev/nbd0"; then
+	fresh_image flat
+	start_nbd_server "$(nbd_server_conf rootfs "$IMG")" && {
+		vm_boot "nbdroot=10.0.2.2:$PORT/rootfs root=/dev/nbd0 nbdboot.ioctl"
+		var_is NBD_EXPORT rootfs; var_is NBD_ROOT /dev/nbd0; var_is NBD_METHOD ioctl
+		con_has '^NBD-ATTACH-END rc=0' && con_has '^NBD-CHECK rc=0' 'nbdboot -c after attach'
+		con_has '^NBD-MOUNTED /dev/nbd0 /newroot ext4 rw'
+		con_has '^NBD-HOLDERS [0-9]' "a resident '@' process in ioctl mode"
+		con_has '^ROOT-HOLDER [0-9]+ @' "the '@' holder survived switch_root"
+		con_has "^ROOT-WROTE $TOKEN"
+		image_has_token
+	}
+	done_scenario
+fi
+
+if scenario 3 "qemu-nbd, partitioned image, nbdroot=SRV:PORT/NAME root=/dev/nbd0p1"; then
+	fresh_image part
+	start_qemu_nbd part "$IMG" && {
+		vm_boot "nbdroot=10.0.2.2:$PORT/part root=/dev/nbd0p1"
+		var_is NBD_EXPORT part; var_is NBD_DEVICE /dev/nbd0; var_is NBD_ROOT /dev/nbd0p1
+		con_has '^NBD-ATTACH-END rc=0'
+		con_has '^NBD-DEV /dev/nbd0p1 present=yes size=65536 ' 'partition 1 of 32 MiB seen at once'
+		con_has '^NBD-MOUNTED /dev/nbd0p1 /newroot ext4 rw'
+		con_has "^ROOT-MARKER pid=1 root=/dev/nbd0p1 rw" && con_has "^ROOT-WROTE $TOKEN"
+		image_has_token --partitioned
+	}
+	done_scenario
+fi
+
+if scenario 4 "server up 6 s after nbdboot starts, root=nbd://SRV:PORT/ nbdboot.wait=60"; then
+	fresh_image flat
+	if pick_port; then
+		late_port=$FREE_PORT
+		vm_boot_start "root=nbd://10.0.2.2:$late_port/ nbdboot.wait=60"
+		for _ in $(seq $((SCEN_TIMEOUT * 5))); do
+			grep -aq '^NBD-ATTACH-BEGIN' "$LOG" && break
+			kill -0 "$VM_PID" 2>/dev/null || break
+			sleep 0.2
+		done
+		if grep -aq '^NBD-ATTACH-BEGIN' "$LOG"; then
+			sleep 6
+			WANT_PORT=$late_port start_nbdkit file "$IMG" || why "nbdkit did not start on port $late_port"
+		fi
+		vm_boot_wait
+		var_is NBD_PORT "$late_port"; var_is NBD_ROOT /dev/nbd0
+		con_has '^NBD-ATTACH-END rc=0'
+		a=$(attach_secs) && awk -v a="$a" 'BEGIN { exit !(a >= 4) }' ||
+			why "attach took ${a:-?} s, expected >= 4 s (did it really wait for the server?)"
+		con_has '^NBD-MOUNTED /dev/nbd0 /newroot ext4 rw'
+		con_has "^ROOT-WROTE $TOKEN"
+		image_has_token
+	fi
+	done_scenario
+fi
+
+if scenario 5 "read-only export (nbdkit -r), netroot=nbd:SRV:PORT:ext4"; then
+	fresh_image flat
+	start_nbdkit -r file "$IMG" && {
+		vm_boot "netroot=nbd:10.0.2.2:$PORT:ext4"
+		var_is NBD_FSTYPE ext4
+		con_has '^NBD-ATTACH-END rc=0'
+		con_has '^NBD-DEV /dev/nbd0 present=yes size=65536 ro=1 ' 'the device is read-only'
+		con_has '^NBD-MOUNTED /dev/nbd0 /newroot ext4 ro'
+		con_has '^ROOT-MARKER pid=1 root=/dev/nbd0 ro'
+		con_has '^ROOT-CANNOT-WRITE' && con_lacks '^ROOT-WROTE'
+		con_lacks 'EXT4-fs error|I/O error|blk_update_request' 'no write reached the read-only export'
+		image_unchanged
+	}
+	done_scenario
+fi
+
+if scenario 6 "ioctl mode survives systemd-style killing after switch_root"; then
+	fresh_image flat
+	start_nbdkit file "$IMG" && {
+		vm_boot "root=nbd:10.0.2.2:$PORT:ext4 nbdboot.ioctl vmtest.root=killall"
+		var_is NBD_METHOD ioctl
+		con_has '^NBD-ATTACH-END rc=0'
+		con_has '^ROOT-HOLDER [0-9]+ @' "an '@' holder after switch_root"
+		con_has '^ROOT-KILL TERM: [0-9]' 'the killer found victims'
+		con_has '^ROOT-VICTIM-GONE' 'the killer works'
+		con_has '^ROOT-AFTER-KILL holders: [0-9]+.* others: none' 'the holder alone survived'
+		sum=$(sed -n 's/^ROOT-READBACK-OK \([0-9a-f]*\)$/\1/p' <<<"$CON")
+		[ -n "$sum" ] || why "no ROOT-READBACK-OK after the killing"
+		con_has "^ROOT-WROTE $TOKEN"
+		image_has_token
+		if [ -n "$sum" ]; then
+			got=$("$here/extract-file.sh" "$IMG" /killall-data 2>/dev/null | md5sum | cut -d' ' -f1)
+			[ "$got" = "$sum" ] || why "image /killall-data md5 $got, guest wrote $sum"
+		fi
+	}
+	done_scenario
+fi
+
+if scenario 7 "wrong export name fails with the server's reason, nothing attached"; then
+	fresh_image flat
+	start_nbd_server "$(nbd_server_conf rootfs "$IMG")" && {
+		vm_boot "nbdroot=10.0.2.2:$PORT/nosuch root=/dev/nbd0 nbdboot.wait=20"
+		con_has '^NBD-ATTACH-END rc=[1-9]' 'nbdboot --cmdline must fail'
+		con_has '^nbdboot: .*no export named' "the server's reason on the console"
+		con_has '^NBD-CHECK rc=1' 'nbdboot -c /dev/nbd0 says not connected'
+		con_has '^NBD-SYSFS size=0 pid=none'
+		con_lacks '^NBD-READY|^ROOT-' 'no root reached'
+		a=$(attach_secs) && awk -v a="$a" 'BEGIN { exit !(a < 10) }' ||
+			why "failing took ${a:-?} s; an unknown export is not worth retrying"
+		image_unchanged
+	}
+	done_scenario
+fi
+
+finish
