@@ -38,7 +38,7 @@ endif
 DEPS := musl-tools gcc libc6-dev make xz-utils ca-certificates nbdkit nbd-server qemu-utils \
         qemu-system-x86 busybox-static cpio e2fsprogs fdisk kmod
 
-.PHONY: all check deps clean distclean
+.PHONY: all check deps demo bench clean distclean
 all: nbdboot
 
 nbdboot: nbdboot.c nbdboot.h $(TLS_DEPS)
@@ -79,6 +79,16 @@ deps:
 check: deps
 	$(MAKE) nbdboot $(BUILD)/unit $(BUILD)/unit-asan $(BUILD)/nbdboot-asan
 	tests/run-all.sh
+
+# The README's first command: boot a VM whose root is an NBD export.
+demo: deps
+	$(MAKE) nbdboot
+	tests/vm/demo.sh
+
+# Benchmarks print ratios against Debian's nbd-client measured in the same run.
+bench: deps
+	$(MAKE) nbdboot
+	bench/attach
 
 clean:
 	rm -f nbdboot $(BUILD)/unit $(BUILD)/unit-asan $(BUILD)/nbdboot-asan $(BUILD)/results.txt
