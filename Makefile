@@ -69,6 +69,9 @@ $(BUILD)/nbdboot-asan: nbdboot.c nbdboot.h
 	$(CC_SAN) $(SANFLAGS) -o $@ nbdboot.c
 
 deps:
+	@if [ "$$(id -u)" = 0 ] && ! apt-cache show linux-image-amd64 nbd-client >/dev/null 2>&1; then \
+		echo "make: apt-get update (the VM tests download Debian packages)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null; fi
 	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	line="apt-get install -y --no-install-recommends $$(echo $$missing)"; \

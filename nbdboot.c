@@ -1793,7 +1793,7 @@ static int wait_ready(const char *dev, const char *root, pid_t holder)
 						       "image's partition table"
 						     : "%s did not come up within %d s%s",
 					   dev, rescanned ? root : "", NBD_READY_WAIT_MS / 1000);
-		sleep_ms(20);
+		sleep_ms(2); /* the holder starts within milliseconds; polling is cheap */
 	}
 }
 
