@@ -19,19 +19,24 @@ BUILD       := build
 BEARSSL_DIR := $(BUILD)/bearssl
 BEARSSL_LIB := $(BEARSSL_DIR)/src/build/libbearssl.a
 BEARSSL_INC := $(BEARSSL_DIR)/src/inc
+BEARSSL_SAN := $(BEARSSL_DIR)/src/build-gcc/libbearssl.a # for the glibc sanitizer builds
 
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-unused-function
 CFLAGS  ?= -Os
+# Certificates are checked against the build time when the boot clock is older.
+BUILD_TIME := $(or $(SOURCE_DATE_EPOCH),$(shell date +%s))
 CFLAGS  += -std=c11 $(WARN) -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables \
-           -DNBDBOOT_TLS=$(NBDBOOT_TLS)
+           -DNBDBOOT_TLS=$(NBDBOOT_TLS) -DNBDBOOT_BUILD_TIME=$(BUILD_TIME)
 LDFLAGS += -static -Wl,--gc-sections -s
 SANFLAGS := -std=c11 $(WARN) -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
-            -fno-sanitize-recover=all -DNBDBOOT_TLS=$(NBDBOOT_TLS)
+            -fno-sanitize-recover=all -DNBDBOOT_TLS=$(NBDBOOT_TLS) -DNBDBOOT_BUILD_TIME=$(BUILD_TIME)
 
 ifeq ($(NBDBOOT_TLS),1)
 TLS_DEPS   := $(BEARSSL_LIB)
 TLS_CFLAGS := -I$(BEARSSL_INC)
 TLS_LIBS   := $(BEARSSL_LIB)
+SAN_DEPS   := $(BEARSSL_SAN)
+SAN_LIBS   := $(BEARSSL_SAN)
 endif
 
 # Debian 12 packages the tests need; `make deps` installs the missing ones.
@@ -55,18 +60,22 @@ $(BEARSSL_LIB):
 	$(MAKE) -s -j2 -C $(BEARSSL_DIR)/src CONF=Unix CC=$(CC_MUSL) LD=$(CC_MUSL) LDDLL=$(CC_MUSL) \
 		CFLAGS="-Os -fPIC -ffunction-sections -fdata-sections -W -Wall" build/libbearssl.a
 
+$(BEARSSL_SAN): $(BEARSSL_LIB)
+	$(MAKE) -s -j2 -C $(BEARSSL_DIR)/src CONF=Unix BUILD=build-gcc CC=$(CC_SAN) LD=$(CC_SAN) \
+		LDDLL=$(CC_SAN) CFLAGS="-O2 -fPIC -W -Wall" build-gcc/libbearssl.a
+
 # Tests: unit tests include nbdboot.c itself, once with musl, once with ASan+UBSan.
-$(BUILD)/unit: tests/unit.c nbdboot.c nbdboot.h
+$(BUILD)/unit: tests/unit.c nbdboot.c nbdboot.h $(TLS_DEPS)
 	@mkdir -p $(BUILD)
-	$(CC_MUSL) $(CFLAGS) -I. -static -o $@ tests/unit.c
+	$(CC_MUSL) $(CFLAGS) $(TLS_CFLAGS) -I. -static -o $@ tests/unit.c $(TLS_LIBS)
 
-$(BUILD)/unit-asan: tests/unit.c nbdboot.c nbdboot.h
+$(BUILD)/unit-asan: tests/unit.c nbdboot.c nbdboot.h $(SAN_DEPS)
 	@mkdir -p $(BUILD)
-	$(CC_SAN) $(SANFLAGS) -I. -o $@ tests/unit.c
+	$(CC_SAN) $(SANFLAGS) $(TLS_CFLAGS) -I. -o $@ tests/unit.c $(SAN_LIBS)
 
-$(BUILD)/nbdboot-asan: nbdboot.c nbdboot.h
+$(BUILD)/nbdboot-asan: nbdboot.c nbdboot.h $(SAN_DEPS)
 	@mkdir -p $(BUILD)
-	$(CC_SAN) $(SANFLAGS) -o $@ nbdboot.c
+	$(CC_SAN) $(SANFLAGS) $(TLS_CFLAGS) -o $@ nbdboot.c $(SAN_LIBS)
 
 deps:
 	@if [ "$$(id -u)" = 0 ] && ! apt-cache show linux-image-amd64 nbd-client >/dev/null 2>&1; then \

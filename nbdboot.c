@@ -29,7 +29,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/syscall.h>
+
 #include "nbdboot.h"
+
+#if NBDBOOT_TLS
+#include <bearssl.h>
+#endif
+#ifndef NBDBOOT_BUILD_TIME
+#define NBDBOOT_BUILD_TIME 1764000000 /* 2025-11-24: make passes the real one */
+#endif
 
 #ifndef NBDBOOT_TLS
 #define NBDBOOT_TLS 1
@@ -75,6 +84,7 @@ static int fail_v(int cls, bool transient, const char *fmt, va_list ap)
 DEFINE_FAIL(fail_usage, EXIT_USAGE, false)
 DEFINE_FAIL(fail_server, EXIT_SERVER, false)
 DEFINE_FAIL(fail_retry, EXIT_SERVER, true)
+DEFINE_FAIL(fail_kernel, EXIT_KERNEL, false)
 
 const char *nbd_last_error(void) { return err.msg; }
 int nbd_last_error_class(void) { return err.cls ? err.cls : EXIT_SERVER; }
@@ -119,7 +129,7 @@ static const char *shown_name(const char *name)
  */
 
 enum {
-	O_PROBE = 256, O_WAIT, O_CMDLINE, O_PRINT_ENV,
+	O_PROBE = 256, O_WAIT, O_CMDLINE, O_PRINT_ENV, O_TLS_PROXY,
 };
 
 struct opt {
@@ -146,7 +156,7 @@ static const struct opt options[] = {
 	{ 'd', "disconnect", true },  { 'h', "help", false },
 	{ 'V', "version", false },    { O_PROBE, "probe", false },
 	{ O_WAIT, "wait", true },     { O_CMDLINE, "cmdline", false },
-	{ O_PRINT_ENV, "print-env", false },
+	{ O_PRINT_ENV, "print-env", false }, { O_TLS_PROXY, "tls-proxy", false },
 };
 
 static const struct opt *find_long(const char *name, size_t len)
@@ -448,7 +458,7 @@ static int apply_option(struct nbd_config *cfg, int id, const char *v)
 	case 'g': cfg->no_optgo = true; return 0;
 	case 'u': cfg->unix_path[0] = 1; return 0; /* marker: host is a socket path */
 	case 'x': cfg->tls = true; return 0;
-	case 'A': return copy_str(cfg->cacert, sizeof cfg->cacert, v, "CA file");
+	case 'A': cfg->tls = true; return copy_str(cfg->cacert, sizeof cfg->cacert, v, "CA file");
 	case 'F': return copy_str(cfg->cert, sizeof cfg->cert, v, "certificate file");
 	case 'K': return copy_str(cfg->key, sizeof cfg->key, v, "key file");
 	case 'H': return copy_str(cfg->tlshostname, sizeof cfg->tlshostname, v, "TLS host name");
@@ -460,6 +470,7 @@ static int apply_option(struct nbd_config *cfg, int id, const char *v)
 	case O_PROBE: return set_mode(cfg, MODE_PROBE);
 	case O_CMDLINE: return set_mode(cfg, MODE_CMDLINE);
 	case O_PRINT_ENV: cfg->print_env = true; return 0;
+	case O_TLS_PROXY: cfg->tls_proxy = true; return 0;
 	case O_WAIT:
 		if (parse_uint(v, 0, NBD_WAIT_MAX, &u, "--wait seconds"))
 			return -1;
@@ -562,11 +573,13 @@ int nbd_config_check(const struct nbd_config *cfg)
 				(cfg->block_size & (cfg->block_size - 1))))
 		return fail_usage("block size %u is invalid: use a power of two from %u to %u",
 				  cfg->block_size, NBD_KERNEL_BLOCK_MIN, NBD_KERNEL_BLOCK_MAX);
-	if (cfg->cacert[0] || cfg->cert[0] || cfg->key[0] || cfg->tlshostname[0] || cfg->tls) {
-		if (!NBDBOOT_TLS)
-			return fail_usage("this nbdboot was built without TLS (NBDBOOT_TLS=0)");
-		return fail_usage("TLS is not supported yet by this version of nbdboot");
-	}
+	if ((cfg->cacert[0] || cfg->cert[0] || cfg->key[0] || cfg->tlshostname[0] || cfg->tls ||
+	     cfg->tls_proxy) && !NBDBOOT_TLS)
+		return fail_usage("this nbdboot was built without TLS (NBDBOOT_TLS=0)");
+	if ((cfg->cert[0] || cfg->key[0] || cfg->tlshostname[0] || cfg->tls_proxy) && !cfg->tls)
+		return fail_usage("TLS options given without --tls (or an nbds:// URI)");
+	if (cfg->tls && !cfg->cacert[0] && needs_server)
+		return fail_usage("TLS needs the CA certificates to check the server: --cacert FILE");
 	if (cfg->print_env && cfg->mode != MODE_CMDLINE)
 		return fail_usage("--print-env goes with --cmdline");
 	if ((cfg->mode == MODE_CHECK || cfg->mode == MODE_DISCONNECT) && !cfg->device[0])
@@ -590,7 +603,7 @@ int nbd_cmdline_option(struct nbd_config *cfg, const char *word)
 		{ "persist", 'p' },      { "swap", 's' },      { "systemd-mark", 'm' },
 		{ "no-optgo", 'g' },     { "tls", 'x' },       { "cacert", 'A' },
 		{ "cert", 'F' },         { "key", 'K' },       { "tlshostname", 'H' },
-		{ "name", 'N' },         { "device", 'D' },
+		{ "name", 'N' },         { "device", 'D' },     { "tls-proxy", O_TLS_PROXY },
 	};
 	const char *eq = strchr(word, '=');
 	size_t klen = eq ? (size_t)(eq - word) : strlen(word);
@@ -934,6 +947,13 @@ static int connect_tcp(const struct nbd_config *cfg, int64_t deadline)
  * by the connection's deadline.  The static receive buffer lives here.
  */
 
+#if NBDBOOT_TLS
+static int tls_read(struct nbd_conn *c, void *buf, size_t len, const char *what);
+static int tls_write(struct nbd_conn *c, const void *buf, size_t len, const char *what);
+static void tls_close(struct nbd_conn *c);
+#endif
+static int tls_handshake(struct nbd_conn *c, const struct nbd_config *cfg);
+
 static uint8_t rbuf[NBD_REPLY_MAX];
 static uint8_t sbuf[4 + NBD_OPT_HDR_LEN + 4 + NBD_STRING_MAX + 2 + 2];
 
@@ -956,6 +976,10 @@ static int wait_io(struct nbd_conn *c, short events, const char *what)
 static int read_full(struct nbd_conn *c, void *buf, size_t len, const char *what)
 {
 	size_t got = 0;
+#if NBDBOOT_TLS
+	if (c->tls_active)
+		return tls_read(c, buf, len, what);
+#endif
 	while (got < len) {
 		ssize_t r = recv(c->fd, (uint8_t *)buf + got, len - got, MSG_DONTWAIT);
 		if (r > 0) {
@@ -976,6 +1000,10 @@ static int read_full(struct nbd_conn *c, void *buf, size_t len, const char *what
 static int write_all(struct nbd_conn *c, const void *buf, size_t len, const char *what)
 {
 	size_t done = 0;
+#if NBDBOOT_TLS
+	if (c->tls_active)
+		return tls_write(c, buf, len, what);
+#endif
 	while (done < len) {
 		ssize_t r = send(c->fd, (const uint8_t *)buf + done, len - done,
 				 MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -1257,13 +1285,6 @@ static void cmd_disc(struct nbd_conn *c)
 	memcpy(&err, saved, sizeof err);
 }
 
-static int tls_handshake(struct nbd_conn *c, const struct nbd_config *cfg)
-{
-	(void)c;
-	(void)cfg;
-	return fail_usage("TLS is not supported yet by this version of nbdboot");
-}
-
 /* STARTTLS is the first option, after FIXED_NEWSTYLE only; never downgrade. */
 static int opt_starttls(struct nbd_conn *c, const struct nbd_config *cfg)
 {
@@ -1353,8 +1374,13 @@ int nbd_negotiate(struct nbd_conn *c, const struct nbd_config *cfg, struct nbd_e
 	}
 	if (!(ex->flags & NBD_FLAG_HAS_FLAGS))
 		ex->flags = 0;
-	if (probe)
+	if (probe) {
 		cmd_disc(c); /* transmission has begun: the polite goodbye */
+#if NBDBOOT_TLS
+		if (c->tls_active)
+			tls_close(c);
+#endif
+	}
 	return 0;
 }
 
@@ -1370,15 +1396,18 @@ static void list_add(const struct reply *r, void (*fn)(const char *, const char 
 	fn(name, desc, arg);
 }
 
-int nbd_list(struct nbd_conn *c, void (*fn)(const char *, const char *, void *), void *arg)
+int nbd_list(struct nbd_conn *c, const struct nbd_config *cfg,
+	     void (*fn)(const char *, const char *, void *), void *arg)
 {
 	struct nbd_export ex;
 	struct reply r;
 	bool oldstyle;
-	if (read_greeting(c, &(struct nbd_config){ 0 }, &ex, &oldstyle))
+	if (read_greeting(c, cfg, &ex, &oldstyle))
 		return -1;
 	if (oldstyle || !c->fixed)
 		return fail_server("server cannot list exports (it does not speak fixed newstyle)");
+	if (cfg->tls && opt_starttls(c, cfg))
+		return -1;
 	if (send_option(c, NBD_OPT_LIST, NULL, 0))
 		return -1;
 	for (int n = 0; n < NBD_REPLIES_MAX; n++) {
@@ -1450,14 +1479,692 @@ int nbd_open(const struct nbd_config *cfg, struct nbd_export *ex, bool probe)
 	return with_retries(cfg, open_op, &a);
 }
 
+/* ==== TLS ===================================================================
+ * BearSSL client for STARTTLS: trust anchors and client credentials loaded
+ * from PEM files into static pools, TLS 1.2 with ECDHE and AEAD suites only
+ * (all of which the kernel can take over), the engine driven over the
+ * connection's non-blocking socket within its deadline.  Record-layer
+ * vtables are wrapped to learn the keys the kernel needs for kTLS.
+ * Called by negotiation (handshake, record I/O) and kernel attach (kTLS,
+ * proxy).  No heap: everything lives in one static state.
+ */
+#if NBDBOOT_TLS
+
+struct ktls_dir {
+	int cipher; /* TLS_CIPHER_*, 0 when unknown */
+	uint8_t key[32], iv[12];
+	size_t key_len;
+};
+
+static struct {
+	br_ssl_client_context sc;
+	br_x509_minimal_context xc;
+	br_x509_trust_anchor anchors[NBD_TLS_ANCHORS_MAX];
+	size_t nanchors;
+	uint8_t pool[NBD_TLS_POOL];
+	size_t pool_used;
+	br_x509_certificate chain[NBD_TLS_CHAIN_MAX];
+	size_t nchain;
+	br_skey_decoder_context skey;
+	uint8_t der[NBD_TLS_DER_MAX];
+	size_t der_len;
+	bool der_overflow;
+	struct ktls_dir rx, tx;
+	bool loaded;
+	uint8_t iobuf[BR_SSL_BUFSIZE_BIDI];
+} tls;
+
+static const uint16_t tls_suites[] = {
+	BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+};
+
+/* -- record-layer wrappers: see the keys as BearSSL installs them ---------- */
+
+static void capture(struct ktls_dir *d, int cipher, const void *key, size_t klen, const void *iv,
+		    size_t ivlen)
+{
+	d->cipher = cipher;
+	d->key_len = klen;
+	memcpy(d->key, key, klen);
+	memcpy(d->iv, iv, ivlen);
+}
+
+static void gcm_in_init(const br_sslrec_in_gcm_class **ctx, const br_block_ctr_class *bc,
+			const void *key, size_t klen, br_ghash gh, const void *iv)
+{
+	capture(&tls.rx, klen == 16 ? TLS_CIPHER_AES_GCM_128 : TLS_CIPHER_AES_GCM_256, key, klen, iv, 4);
+	br_sslrec_in_gcm_vtable.init(ctx, bc, key, klen, gh, iv);
+}
+
+static void gcm_out_init(const br_sslrec_out_gcm_class **ctx, const br_block_ctr_class *bc,
+			 const void *key, size_t klen, br_ghash gh, const void *iv)
+{
+	capture(&tls.tx, klen == 16 ? TLS_CIPHER_AES_GCM_128 : TLS_CIPHER_AES_GCM_256, key, klen, iv, 4);
+	br_sslrec_out_gcm_vtable.init(ctx, bc, key, klen, gh, iv);
+}
+
+static void chapol_in_init(const br_sslrec_in_chapol_class **ctx, br_chacha20_run ic,
+			   br_poly1305_run ip, const void *key, const void *iv)
+{
+	capture(&tls.rx, TLS_CIPHER_CHACHA20_POLY1305, key, 32, iv, 12);
+	br_sslrec_in_chapol_vtable.init(ctx, ic, ip, key, iv);
+}
+
+static void chapol_out_init(const br_sslrec_out_chapol_class **ctx, br_chacha20_run ic,
+			    br_poly1305_run ip, const void *key, const void *iv)
+{
+	capture(&tls.tx, TLS_CIPHER_CHACHA20_POLY1305, key, 32, iv, 12);
+	br_sslrec_out_chapol_vtable.init(ctx, ic, ip, key, iv);
+}
+
+static br_sslrec_in_gcm_class gcm_in_wrap;
+static br_sslrec_out_gcm_class gcm_out_wrap;
+static br_sslrec_in_chapol_class chapol_in_wrap;
+static br_sslrec_out_chapol_class chapol_out_wrap;
+
+/* -- PEM files into trust anchors, a chain, a key ------------------------- */
+
+static void der_append(void *ctx, const void *data, size_t len)
+{
+	(void)ctx;
+	if (tls.der_len + len > sizeof tls.der) {
+		tls.der_overflow = true;
+		return;
+	}
+	memcpy(tls.der + tls.der_len, data, len);
+	tls.der_len += len;
+}
+
+static void *pool_copy(const void *p, size_t len)
+{
+	uint8_t *dst;
+	if (tls.pool_used + len > sizeof tls.pool)
+		return NULL;
+	dst = tls.pool + tls.pool_used;
+	memcpy(dst, p, len);
+	tls.pool_used += len;
+	return dst;
+}
+
+static void dn_append(void *ctx, const void *data, size_t len)
+{
+	br_x500_name *dn = ctx;
+	if (dn->data && tls.pool_used + len <= sizeof tls.pool) {
+		memcpy(tls.pool + tls.pool_used, data, len);
+		tls.pool_used += len;
+		dn->len += len;
+	} else {
+		dn->data = NULL;
+	}
+}
+
+/* A CERTIFICATE from the CA file becomes a trust anchor (CA or pinned). */
+static int add_anchor(const char *file)
+{
+	static br_x509_decoder_context dc;
+	br_x509_trust_anchor *ta = &tls.anchors[tls.nanchors];
+	const br_x509_pkey *pk;
+	if (tls.nanchors == NBD_TLS_ANCHORS_MAX)
+		return fail_usage("%s has more than %d certificates", file, NBD_TLS_ANCHORS_MAX);
+	ta->dn.data = tls.pool + tls.pool_used;
+	ta->dn.len = 0;
+	br_x509_decoder_init(&dc, dn_append, &ta->dn);
+	br_x509_decoder_push(&dc, tls.der, tls.der_len);
+	pk = br_x509_decoder_get_pkey(&dc);
+	if (!pk || !ta->dn.data)
+		return fail_usage("%s: a certificate cannot be decoded (BearSSL error %d)", file,
+				  br_x509_decoder_last_error(&dc));
+	ta->flags = br_x509_decoder_isCA(&dc) ? BR_X509_TA_CA : 0;
+	ta->pkey.key_type = pk->key_type;
+	if (pk->key_type == BR_KEYTYPE_RSA) {
+		ta->pkey.key.rsa.n = pool_copy(pk->key.rsa.n, pk->key.rsa.nlen);
+		ta->pkey.key.rsa.nlen = pk->key.rsa.nlen;
+		ta->pkey.key.rsa.e = pool_copy(pk->key.rsa.e, pk->key.rsa.elen);
+		ta->pkey.key.rsa.elen = pk->key.rsa.elen;
+		if (!ta->pkey.key.rsa.n || !ta->pkey.key.rsa.e)
+			return fail_usage("%s: too many or too large certificates", file);
+	} else {
+		ta->pkey.key.ec.curve = pk->key.ec.curve;
+		ta->pkey.key.ec.q = pool_copy(pk->key.ec.q, pk->key.ec.qlen);
+		ta->pkey.key.ec.qlen = pk->key.ec.qlen;
+		if (!ta->pkey.key.ec.q)
+			return fail_usage("%s: too many or too large certificates", file);
+	}
+	tls.nanchors++;
+	return 0;
+}
+
+static int add_chain_cert(const char *file)
+{
+	uint8_t *p;
+	if (tls.nchain == NBD_TLS_CHAIN_MAX)
+		return fail_usage("%s has more than %d certificates", file, NBD_TLS_CHAIN_MAX);
+	p = pool_copy(tls.der, tls.der_len);
+	if (!p)
+		return fail_usage("%s: certificates too large", file);
+	tls.chain[tls.nchain].data = p;
+	tls.chain[tls.nchain++].data_len = tls.der_len;
+	return 0;
+}
+
+static int add_key(const char *file)
+{
+	br_skey_decoder_init(&tls.skey);
+	br_skey_decoder_push(&tls.skey, tls.der, tls.der_len);
+	if (br_skey_decoder_last_error(&tls.skey))
+		return fail_usage("%s: the private key cannot be decoded (BearSSL error %d)", file,
+				  br_skey_decoder_last_error(&tls.skey));
+	return 0;
+}
+
+enum pem_kind { PEM_ANCHORS, PEM_CHAIN, PEM_KEY };
+
+static int pem_object(const char *file, const char *name, enum pem_kind kind, int *count)
+{
+	bool cert = !strcmp(name, "CERTIFICATE") || !strcmp(name, "X509 CERTIFICATE");
+	bool key = !strcmp(name, "RSA PRIVATE KEY") || !strcmp(name, "EC PRIVATE KEY") ||
+		   !strcmp(name, "PRIVATE KEY");
+	if (tls.der_overflow)
+		return fail_usage("%s: a PEM object is larger than %d bytes", file, NBD_TLS_DER_MAX);
+	if (kind == PEM_KEY ? !key : !cert)
+		return 0; /* other objects in the file are not ours to use */
+	++*count;
+	if (kind == PEM_ANCHORS)
+		return add_anchor(file);
+	return kind == PEM_CHAIN ? add_chain_cert(file) : add_key(file);
+}
+
+/* Stream a PEM file through the decoder: no whole-file buffer. */
+static int load_pem(const char *file, enum pem_kind kind)
+{
+	static br_pem_decoder_context pc;
+	uint8_t buf[4096];
+	int fd = open(file, O_RDONLY | O_CLOEXEC), count = 0, r = 0;
+	ssize_t n;
+	if (fd < 0)
+		return fail_usage("unable to open %s: %s", file, strerror(errno));
+	br_pem_decoder_init(&pc);
+	while (r == 0 && (n = read(fd, buf, sizeof buf)) > 0) {
+		for (size_t off = 0; r == 0 && off < (size_t)n;) {
+			off += br_pem_decoder_push(&pc, buf + off, (size_t)n - off);
+			switch (br_pem_decoder_event(&pc)) {
+			case BR_PEM_BEGIN_OBJ:
+				tls.der_len = 0;
+				tls.der_overflow = false;
+				br_pem_decoder_setdest(&pc, der_append, NULL);
+				break;
+			case BR_PEM_END_OBJ:
+				r = pem_object(file, br_pem_decoder_name(&pc), kind, &count);
+				break;
+			case BR_PEM_ERROR:
+				r = fail_usage("%s is not a valid PEM file", file);
+				break;
+			}
+		}
+	}
+	close(fd);
+	if (r == 0 && count == 0)
+		r = fail_usage("%s has no %s", file, kind == PEM_KEY ? "private key" : "certificate");
+	return r;
+}
+
+/* -- configuration of the engine -------------------------------------------- */
+
+static void tls_engine_setup(void)
+{
+	br_ssl_engine_context *e = &tls.sc.eng;
+	static const br_hash_class *const hashes[] = {
+		&br_sha1_vtable, &br_sha224_vtable, &br_sha256_vtable, &br_sha384_vtable,
+		&br_sha512_vtable,
+	};
+	br_ssl_client_zero(&tls.sc);
+	br_ssl_engine_set_versions(e, BR_TLS12, BR_TLS12);
+	br_ssl_engine_set_suites(e, tls_suites, sizeof tls_suites / sizeof tls_suites[0]);
+	br_x509_minimal_init(&tls.xc, &br_sha256_vtable, tls.anchors, tls.nanchors);
+	for (size_t i = 0; i < sizeof hashes / sizeof hashes[0]; i++) {
+		int id = (int)((hashes[i]->desc >> BR_HASHDESC_ID_OFF) & BR_HASHDESC_ID_MASK);
+		br_ssl_engine_set_hash(e, id, hashes[i]);
+		br_x509_minimal_set_hash(&tls.xc, id, hashes[i]);
+	}
+	br_x509_minimal_set_rsa(&tls.xc, br_rsa_pkcs1_vrfy_get_default());
+	br_x509_minimal_set_ecdsa(&tls.xc, br_ec_get_default(), br_ecdsa_vrfy_asn1_get_default());
+	br_ssl_engine_set_x509(e, &tls.xc.vtable);
+	br_ssl_engine_set_prf_sha256(e, br_tls12_sha256_prf);
+	br_ssl_engine_set_prf_sha384(e, br_tls12_sha384_prf);
+	br_ssl_engine_set_default_ec(e);
+	br_ssl_engine_set_default_rsavrfy(e);
+	br_ssl_engine_set_default_ecdsa(e);
+	br_ssl_engine_set_default_aes_gcm(e);
+	br_ssl_engine_set_default_chapol(e);
+	gcm_in_wrap = br_sslrec_in_gcm_vtable;
+	gcm_in_wrap.init = gcm_in_init;
+	gcm_out_wrap = br_sslrec_out_gcm_vtable;
+	gcm_out_wrap.init = gcm_out_init;
+	chapol_in_wrap = br_sslrec_in_chapol_vtable;
+	chapol_in_wrap.init = chapol_in_init;
+	chapol_out_wrap = br_sslrec_out_chapol_vtable;
+	chapol_out_wrap.init = chapol_out_init;
+	br_ssl_engine_set_gcm(e, &gcm_in_wrap, &gcm_out_wrap);
+	br_ssl_engine_set_chapol(e, &chapol_in_wrap, &chapol_out_wrap);
+	br_ssl_engine_set_buffer(e, tls.iobuf, sizeof tls.iobuf, 1);
+}
+
+static int tls_client_auth(const struct nbd_config *cfg)
+{
+	if (!cfg->cert[0] && !cfg->key[0])
+		return 0;
+	if (!cfg->cert[0] || !cfg->key[0])
+		return fail_usage("a client certificate needs both --cert and --key");
+	if (load_pem(cfg->cert, PEM_CHAIN) || load_pem(cfg->key, PEM_KEY))
+		return -1;
+	if (br_skey_decoder_key_type(&tls.skey) == BR_KEYTYPE_RSA)
+		br_ssl_client_set_single_rsa(&tls.sc, tls.chain, tls.nchain,
+					     br_skey_decoder_get_rsa(&tls.skey),
+					     br_rsa_pkcs1_sign_get_default());
+	else
+		br_ssl_client_set_single_ec(&tls.sc, tls.chain, tls.nchain,
+					    br_skey_decoder_get_ec(&tls.skey), BR_KEYTYPE_SIGN,
+					    BR_KEYTYPE_EC, br_ec_get_default(),
+					    br_ecdsa_sign_asn1_get_default());
+	return 0;
+}
+
+/* Certificates are checked against the clock, unless the clock is
+ * obviously wrong (before this binary was built): then the build time. */
+static void tls_set_time(void)
+{
+	static bool said;
+	time_t now = time(NULL);
+	if (now < (time_t)NBDBOOT_BUILD_TIME) {
+		if (!said)
+			say("the system clock is before this build; checking certificates "
+			    "against the build time instead");
+		said = true;
+		now = (time_t)NBDBOOT_BUILD_TIME;
+	}
+	br_x509_minimal_set_time(&tls.xc, (uint32_t)(now / 86400 + 719528),
+				 (uint32_t)(now % 86400));
+}
+
+/* Seed from getrandom: wait for the pool at most 10 s, then take what the
+ * kernel has rather than hang the boot forever. */
+static int tls_seed(void)
+{
+	uint8_t seed[32];
+	long r = -1;
+	for (int i = 0; i < 100 && r != (long)sizeof seed; i++) {
+		r = syscall(SYS_getrandom, seed, sizeof seed, 1 /* GRND_NONBLOCK */);
+		if (r < 0 && errno != EAGAIN && errno != EINTR)
+			break;
+		if (r < 0)
+			sleep_ms(100);
+	}
+	if (r != (long)sizeof seed) {
+		r = syscall(SYS_getrandom, seed, sizeof seed, 4 /* GRND_INSECURE */);
+		if (r == (long)sizeof seed)
+			say("the kernel's random pool is not ready after 10 s; seeding TLS anyway");
+	}
+	if (r != (long)sizeof seed)
+		return fail_server("unable to get random bytes for TLS: %s", strerror(errno));
+	br_ssl_engine_inject_entropy(&tls.sc.eng, seed, sizeof seed);
+	return 0;
+}
+
+static int tls_prepare(const struct nbd_config *cfg)
+{
+	if (!tls.loaded) {
+		if (!cfg->cacert[0])
+			return fail_usage("TLS needs the CA certificates to check the server: --cacert FILE");
+		if (load_pem(cfg->cacert, PEM_ANCHORS))
+			return -1;
+		tls.loaded = true;
+	}
+	tls_engine_setup();
+	if (tls_client_auth(cfg))
+		return -1;
+	tls_set_time();
+	if (tls_seed())
+		return -1;
+	memset(&tls.rx, 0, sizeof tls.rx);
+	memset(&tls.tx, 0, sizeof tls.tx);
+	if (!br_ssl_client_reset(&tls.sc, cfg->tlshostname[0] ? cfg->tlshostname
+						: cfg->host[0] ? cfg->host : "localhost", 0))
+		return fail_server("TLS engine failed to start (BearSSL error %d)",
+				   br_ssl_engine_last_error(&tls.sc.eng));
+	return 0;
+}
+
+/* -- errors --------------------------------------------------------------------- */
+
+static int tls_error(const struct nbd_config *cfg, int e)
+{
+	const char *name = cfg->tlshostname[0] ? cfg->tlshostname : cfg->host;
+	int alert = e & 0xff;
+	switch (e) {
+	case BR_ERR_X509_NOT_TRUSTED:
+		return fail_server("TLS: the server's certificate is not trusted: it is not signed by "
+				   "a CA in %s", cfg->cacert);
+	case BR_ERR_X509_BAD_SERVER_NAME:
+		return fail_server("TLS: the server's certificate does not match the name '%s' "
+				   "(use --tlshostname NAME)", name);
+	case BR_ERR_X509_EXPIRED:
+		return fail_server("TLS: the server's certificate has expired or is not yet valid");
+	case BR_ERR_IO:
+		return fail_server("TLS: the server closed the connection during the handshake");
+	}
+	if (e >= BR_ERR_RECV_FATAL_ALERT && e < BR_ERR_SEND_FATAL_ALERT) {
+		if (alert == BR_ALERT_HANDSHAKE_FAILURE || alert == BR_ALERT_BAD_CERTIFICATE ||
+		    alert == 116 /* certificate_required */ || alert == BR_ALERT_ACCESS_DENIED ||
+		    alert == BR_ALERT_CERTIFICATE_UNKNOWN || alert == BR_ALERT_UNKNOWN_CA)
+			return fail_server("TLS: the server refused the handshake (alert %d)%s", alert,
+					   cfg->cert[0] ? ": it does not accept our client certificate"
+							: ": it may require a client certificate (--cert, --key)");
+		return fail_server("TLS: the server sent fatal alert %d", alert);
+	}
+	if (e >= BR_ERR_SEND_FATAL_ALERT)
+		return fail_server("TLS: we refused the server's handshake (alert %d)", alert);
+	if (e >= BR_ERR_X509_OK && e <= BR_ERR_X509_NOT_TRUSTED)
+		return fail_server("TLS: the server's certificate is invalid (BearSSL X.509 error %d)", e);
+	return fail_server("TLS: handshake failed (BearSSL error %d)", e);
+}
+
+/* -- driving the engine over the connection ------------------------------------- */
+
+static const struct nbd_config *tls_cfg; /* for messages */
+
+/* Move records until the engine offers one of the states in want. */
+static int tls_run(struct nbd_conn *c, unsigned want, const char *what)
+{
+	br_ssl_engine_context *e = &tls.sc.eng;
+	for (;;) {
+		unsigned st = br_ssl_engine_current_state(e);
+		size_t len;
+		uint8_t *buf;
+		ssize_t r;
+		if (st & BR_SSL_CLOSED) {
+			int le = br_ssl_engine_last_error(e);
+			return le == BR_ERR_OK ? fail_server("server closed the TLS session (%s)", what)
+					       : tls_error(tls_cfg, le);
+		}
+		if (st & BR_SSL_SENDREC) {
+			buf = br_ssl_engine_sendrec_buf(e, &len);
+			r = send(c->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (r > 0)
+				br_ssl_engine_sendrec_ack(e, (size_t)r);
+			else if (errno != EAGAIN && errno != EINTR)
+				return fail_server("TLS connection failed (%s): %s", what, strerror(errno));
+			else if (!(st & want) && wait_io(c, POLLOUT, what))
+				return -1;
+			if (r > 0 || !(st & want))
+				continue;
+		}
+		if (st & want)
+			return 0;
+		if (!(st & BR_SSL_RECVREC))
+			return fail_server("TLS engine stalled (%s)", what);
+		buf = br_ssl_engine_recvrec_buf(e, &len);
+		r = recv(c->fd, buf, len, MSG_DONTWAIT);
+		if (r > 0)
+			br_ssl_engine_recvrec_ack(e, (size_t)r);
+		else if (r == 0 || (errno != EAGAIN && errno != EINTR))
+			return fail_server("server closed the TLS connection (%s)%s", what,
+					   r == 0 ? "" : strerror(errno));
+		else if (wait_io(c, POLLIN, what))
+			return -1;
+	}
+}
+
+static int tls_read(struct nbd_conn *c, void *buf, size_t len, const char *what)
+{
+	br_ssl_engine_context *e = &tls.sc.eng;
+	while (len) {
+		size_t n;
+		uint8_t *app;
+		if (tls_run(c, BR_SSL_RECVAPP, what))
+			return -1;
+		app = br_ssl_engine_recvapp_buf(e, &n);
+		n = n < len ? n : len;
+		memcpy(buf, app, n);
+		br_ssl_engine_recvapp_ack(e, n);
+		buf = (uint8_t *)buf + n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int tls_write(struct nbd_conn *c, const void *buf, size_t len, const char *what)
+{
+	br_ssl_engine_context *e = &tls.sc.eng;
+	while (len) {
+		size_t n;
+		uint8_t *app;
+		if (tls_run(c, BR_SSL_SENDAPP, what))
+			return -1;
+		app = br_ssl_engine_sendapp_buf(e, &n);
+		n = n < len ? n : len;
+		memcpy(app, buf, n);
+		br_ssl_engine_sendapp_ack(e, n);
+		buf = (const uint8_t *)buf + n;
+		len -= n;
+	}
+	br_ssl_engine_flush(e, 0);
+	/* every record on the wire before we wait for an answer */
+	while (br_ssl_engine_current_state(e) & BR_SSL_SENDREC)
+		if (tls_run(c, BR_SSL_SENDAPP | BR_SSL_RECVAPP, what))
+			return -1;
+	return 0;
+}
+
+static int tls_handshake(struct nbd_conn *c, const struct nbd_config *cfg)
+{
+	tls_cfg = cfg;
+	if (tls_prepare(cfg))
+		return -1;
+	c->tls_active = true;
+	if (tls_run(c, BR_SSL_SENDAPP, "TLS handshake"))
+		return -1;
+	if (!tls.rx.cipher || !tls.tx.cipher)
+		return fail_server("TLS: negotiated a cipher suite nbdboot did not offer");
+	return 0;
+}
+
+static const char *tls_suite_name(void)
+{
+	br_ssl_session_parameters sp;
+	br_ssl_engine_get_session_parameters(&tls.sc.eng, &sp);
+	switch (sp.cipher_suite) {
+	case BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: return "ECDHE-ECDSA-AES128-GCM-SHA256";
+	case BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: return "ECDHE-RSA-AES128-GCM-SHA256";
+	case BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: return "ECDHE-ECDSA-AES256-GCM-SHA384";
+	case BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384: return "ECDHE-RSA-AES256-GCM-SHA384";
+	case BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: return "ECDHE-ECDSA-CHACHA20-POLY1305";
+	case BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: return "ECDHE-RSA-CHACHA20-POLY1305";
+	}
+	return "unknown";
+}
+
+/* Say goodbye inside TLS (after NBD_CMD_DISC): close_notify, best effort. */
+static void tls_close(struct nbd_conn *c)
+{
+	br_ssl_engine_close(&tls.sc.eng);
+	for (int i = 0; i < 8 && (br_ssl_engine_current_state(&tls.sc.eng) & BR_SSL_SENDREC); i++) {
+		size_t len;
+		uint8_t *buf = br_ssl_engine_sendrec_buf(&tls.sc.eng, &len);
+		ssize_t r = send(c->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (r <= 0)
+			break;
+		br_ssl_engine_sendrec_ack(&tls.sc.eng, (size_t)r);
+	}
+	c->tls_active = false;
+}
+
+/* -- handing the session to the kernel (kTLS) -------------------------------- */
+
+static size_t ktls_fill(struct ktls_info *ki, const struct ktls_dir *d, uint64_t seq)
+{
+	uint8_t *p = ki->rest;
+	memset(ki, 0, sizeof *ki);
+	ki->version = TLS_1_2_VERSION_NUM;
+	ki->cipher = (uint16_t)d->cipher;
+	if (d->cipher == TLS_CIPHER_CHACHA20_POLY1305) {
+		memcpy(p, d->iv, 12);
+		memcpy(p + 12, d->key, 32);
+		be64_put(p + 44, seq);
+		return 4 + 12 + 32 + 8;
+	}
+	be64_put(p, seq); /* explicit nonce: BearSSL uses the sequence number */
+	memcpy(p + 8, d->key, d->key_len);
+	memcpy(p + 8 + d->key_len, d->iv, 4);
+	be64_put(p + 8 + d->key_len + 4, seq);
+	return 4 + 8 + d->key_len + 4 + 8;
+}
+
+/* 0 when the kernel now does the records on fd; 1 when it cannot (no tls
+ * module, cipher unsupported) and nothing was changed that a proxy minds. */
+static int ktls_install(int fd)
+{
+	br_ssl_engine_context *e = &tls.sc.eng;
+	struct ktls_info ki;
+	size_t len;
+	bool chapol = tls.tx.cipher == TLS_CIPHER_CHACHA20_POLY1305;
+	uint64_t txseq = chapol ? e->out.chapol.seq : e->out.gcm.seq;
+	uint64_t rxseq = chapol ? e->in.chapol.seq : e->in.gcm.seq;
+	if (br_ssl_engine_current_state(e) & (BR_SSL_RECVAPP | BR_SSL_SENDREC))
+		return fail_server("TLS: data left inside the TLS engine at hand-over");
+	if (setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", 3) < 0)
+		return 1;
+	len = ktls_fill(&ki, &tls.tx, txseq);
+	if (setsockopt(fd, SOL_TLS, TLS_TX, &ki, (socklen_t)len) < 0)
+		return 1; /* the ULP alone leaves the socket a plain TCP socket */
+	len = ktls_fill(&ki, &tls.rx, rxseq);
+	if (setsockopt(fd, SOL_TLS, TLS_RX, &ki, (socklen_t)len) < 0)
+		return fail_kernel("kTLS accepted the send keys but not the receive keys: %s",
+				   strerror(errno));
+	return 0;
+}
+
+/* -- the userspace proxy: kernel <-> socketpair <-> BearSSL <-> TCP -------- */
+
+static void become_resident(int keep_a, int keep_b, bool daemon);
+
+/* One transfer per pass, poll events from the engine state, flush after
+ * application data; ends when either side closes. */
+static void tls_proxy_loop(int net, int local)
+{
+	br_ssl_engine_context *e = &tls.sc.eng;
+	bool local_eof = false;
+	fcntl(net, F_SETFL, fcntl(net, F_GETFL) | O_NONBLOCK);
+	fcntl(local, F_SETFL, fcntl(local, F_GETFL) | O_NONBLOCK);
+	for (;;) {
+		unsigned st = br_ssl_engine_current_state(e);
+		struct pollfd p[2] = { { .fd = net }, { .fd = local } };
+		size_t len;
+		uint8_t *buf;
+		ssize_t r;
+		if (st & BR_SSL_CLOSED)
+			return;
+		p[0].events = (st & BR_SSL_SENDREC ? POLLOUT : 0) | (st & BR_SSL_RECVREC ? POLLIN : 0);
+		p[1].events = (st & BR_SSL_RECVAPP ? POLLOUT : 0) |
+			      (st & BR_SSL_SENDAPP && !local_eof ? POLLIN : 0);
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return;
+		}
+		if (p[0].revents & POLLOUT) {
+			buf = br_ssl_engine_sendrec_buf(e, &len);
+			if ((r = send(net, buf, len, MSG_NOSIGNAL)) <= 0 && errno != EAGAIN)
+				return;
+			if (r > 0)
+				br_ssl_engine_sendrec_ack(e, (size_t)r);
+		} else if (p[1].revents & POLLOUT) {
+			buf = br_ssl_engine_recvapp_buf(e, &len);
+			if ((r = send(local, buf, len, MSG_NOSIGNAL)) <= 0 && errno != EAGAIN)
+				return;
+			if (r > 0)
+				br_ssl_engine_recvapp_ack(e, (size_t)r);
+		} else if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+			buf = br_ssl_engine_recvrec_buf(e, &len);
+			if ((r = recv(net, buf, len, 0)) == 0 || (r < 0 && errno != EAGAIN))
+				return; /* the server is gone: the kernel sees the pair close */
+			if (r > 0)
+				br_ssl_engine_recvrec_ack(e, (size_t)r);
+		} else if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+			buf = br_ssl_engine_sendapp_buf(e, &len);
+			r = recv(local, buf, len, 0);
+			if (r > 0) {
+				br_ssl_engine_sendapp_ack(e, (size_t)r);
+				br_ssl_engine_flush(e, 0);
+			} else if (r == 0 || errno != EAGAIN) {
+				local_eof = true; /* the kernel let go: close_notify, then leave */
+				br_ssl_engine_close(e);
+			}
+		}
+	}
+}
+
+/* Fork the resident proxy for this connection; returns the kernel's end. */
+static int tls_proxy_start(int net)
+{
+	int sv[2];
+	pid_t pid;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return fail_kernel("unable to create the TLS proxy's socket pair: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0) {
+		close(sv[0]);
+		close(sv[1]);
+		return fail_kernel("unable to fork the TLS proxy: %s", strerror(errno));
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		/* what the handshake needed is dead weight in a resident process */
+		madvise(tls.pool, sizeof tls.pool, MADV_DONTNEED);
+		madvise(tls.der, sizeof tls.der, MADV_DONTNEED);
+		become_resident(net, sv[1], true);
+		tls_proxy_loop(net, sv[1]);
+		_exit(0);
+	}
+	close(sv[1]);
+	return sv[0];
+}
+
+/* After negotiation: the kernel takes the records (kTLS), or a proxy does.
+ * Returns the fd to give the kernel; closes net when a proxy owns it. */
+static int tls_handover(int net, const struct nbd_config *cfg, bool *proxied)
+{
+	int r = cfg->tls_proxy ? 1 : ktls_install(net);
+	int local;
+	*proxied = false;
+	if (r <= 0)
+		return r < 0 ? -1 : net;
+	local = tls_proxy_start(net);
+	if (local < 0)
+		return -1;
+	close(net);
+	*proxied = true;
+	return local;
+}
+
+#else /* !NBDBOOT_TLS */
+
+static int tls_handshake(struct nbd_conn *c, const struct nbd_config *cfg)
+{
+	(void)c;
+	(void)cfg;
+	return fail_usage("this nbdboot was built without TLS (NBDBOOT_TLS=0)");
+}
+#endif
+
 /* ==== Kernel attach ==========================================================
  * Hands negotiated sockets to the kernel's nbd driver: generic netlink first
  * (no process stays behind), the ioctls with a resident NBD_DO_IT holder as
  * fallback.  Then waits, bounded, for the size and the partition scan.
  * Calls the connection and negotiation sections through nbd_open().
  */
-
-DEFINE_FAIL(fail_kernel, EXIT_KERNEL, false)
 
 static char **main_argv; /* for the '@' mark of resident processes */
 
@@ -1469,6 +2176,7 @@ struct attach {
 	uint32_t block_size;
 	uint64_t size;
 	int index; /* nbdN, or -1 to let the kernel choose (netlink) */
+	bool proxied; /* TLS through the userspace proxy rather than kTLS */
 };
 
 static int device_index(const char *dev)
@@ -1689,7 +2397,7 @@ static int detach_netlink(int index)
 
 /* -- ioctls --------------------------------------------------------------------- */
 
-static void become_resident(int keep_fd, bool daemon);
+static void become_resident(int keep_a, int keep_b, bool daemon);
 
 /* Configure the device and fork the NBD_DO_IT holder; returns its pid. */
 static pid_t attach_ioctl(struct attach *a, const char *dev)
@@ -1715,7 +2423,7 @@ static pid_t attach_ioctl(struct attach *a, const char *dev)
 		goto fail;
 	if ((pid == 0) != cfg->nofork) {
 		/* The holder: DO_IT returns when the device is disconnected. */
-		become_resident(nbd, !cfg->nofork);
+		become_resident(nbd, -1, !cfg->nofork);
 		ioctl(nbd, NBD_DO_IT);
 		ioctl(nbd, NBD_CLEAR_QUE);
 		ioctl(nbd, NBD_CLEAR_SOCK);
@@ -1804,6 +2512,18 @@ static int connect_all(struct attach *a)
 		int fd = nbd_open(a->cfg, i ? &other : &a->ex, false);
 		if (fd < 0)
 			return -1;
+#if NBDBOOT_TLS
+		if (a->cfg->tls) {
+			bool proxied;
+			int kfd = tls_handover(fd, a->cfg, &proxied);
+			if (kfd < 0) {
+				close(fd);
+				return -1;
+			}
+			fd = kfd;
+			a->proxied = proxied;
+		}
+#endif
 		a->fds[a->nfds++] = fd;
 		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 		if (i && (other.size != a->ex.size || other.flags != a->ex.flags))
@@ -1844,9 +2564,10 @@ static int run_attach(const struct nbd_config *cfg)
 		memcpy(&err, saved, sizeof err);
 		return -1;
 	}
-	say("attached %s%s%s to %s (%llu bytes, block size %u, %s%s)", server_name(cfg),
+	say("attached %s%s%s to %s (%llu bytes, block size %u, %s%s%s)", server_name(cfg),
 	    cfg->name[0] ? " export " : "", cfg->name[0] ? shown_name(cfg->name) : "", dev,
 	    (unsigned long long)a.size, a.block_size, method,
+	    !cfg->tls ? "" : a.proxied ? ", TLS via proxy" : ", kTLS",
 	    (a.ex.flags | (cfg->readonly ? NBD_FLAG_READ_ONLY : 0)) & NBD_FLAG_READ_ONLY ? ", read-only" : "");
 	return 0;
 }
@@ -1879,7 +2600,7 @@ static int run_check(const struct nbd_config *cfg)
  * OOM killer told to look elsewhere, and no file of the initramfs held open.
  */
 
-static void become_resident(int keep_fd, bool daemon)
+static void become_resident(int keep_a, int keep_b, bool daemon)
 {
 	sigset_t all;
 	int fd;
@@ -1887,7 +2608,8 @@ static void become_resident(int keep_fd, bool daemon)
 	sigprocmask(SIG_BLOCK, &all, NULL); /* any signal would end NBD_DO_IT */
 	if (main_argv && main_argv[0] && main_argv[0][0])
 		main_argv[0][0] = '@';
-	mlockall(MCL_CURRENT | MCL_FUTURE);
+	/* lock what is touched, not every mapped page: resident size stays small */
+	mlockall(MCL_CURRENT | MCL_FUTURE | 4 /* MCL_ONFAULT */);
 	fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
 	if (fd >= 0) {
 		if (write(fd, "-1000", 5) < 0) {
@@ -1902,7 +2624,7 @@ static void become_resident(int keep_fd, bool daemon)
 	}
 	setsid();
 	for (fd = 0; fd < 1024; fd++)
-		if (fd != keep_fd)
+		if (fd != keep_a && fd != keep_b)
 			close(fd);
 }
 
@@ -1945,7 +2667,13 @@ static void print_probe(const struct nbd_config *cfg, const struct nbd_export *e
 	else
 		printf("block-size: not advertised\n");
 	printf("handshake: %s\n", how[ex->how]);
-	printf("tls: %s\n", ex->tls ? "yes" : "no");
+#if NBDBOOT_TLS
+	if (ex->tls) {
+		printf("tls: yes (TLS1.2 %s)\n", tls_suite_name());
+		return;
+	}
+#endif
+	printf("tls: no\n");
 }
 
 static void print_list_entry(const char *name, const char *desc, void *arg)
@@ -1959,8 +2687,7 @@ static void print_list_entry(const char *name, const char *desc, void *arg)
 
 static int list_op(struct nbd_conn *c, void *arg)
 {
-	(void)arg;
-	return nbd_list(c, print_list_entry, NULL);
+	return nbd_list(c, arg, print_list_entry, NULL);
 }
 
 /* ==== Main ================================================================== */
@@ -2090,7 +2817,7 @@ static int run(struct nbd_config *cfg)
 	case MODE_PROBE:
 		return run_probe(cfg);
 	case MODE_LIST: {
-		int fd = with_retries(cfg, list_op, NULL);
+		int fd = with_retries(cfg, list_op, cfg);
 		if (fd < 0)
 			return -1;
 		close(fd);

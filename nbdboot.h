@@ -251,6 +251,24 @@ _Static_assert(sizeof(struct nl_attr) == 4, "nlattr is 4 bytes");
 #endif
 #define TLS_TX 1
 #define TLS_RX 2
+#define TLS_1_2_VERSION_NUM          0x0303
+#define TLS_CIPHER_AES_GCM_128       51
+#define TLS_CIPHER_AES_GCM_256       52
+#define TLS_CIPHER_CHACHA20_POLY1305 54
+
+/* struct tls12_crypto_info_* of linux/tls.h, one layout for all three:
+ * AES-GCM puts the explicit nonce in iv[0..7] and the implicit part in salt;
+ * ChaCha20-Poly1305 has a 12-byte iv and no salt.  The kernel is told the
+ * exact size of its own struct, computed by ktls_info_len(). */
+struct ktls_info {
+	uint16_t version, cipher;
+	uint8_t rest[12 + 32 + 4 + 8]; /* iv, key, salt, rec_seq */
+};
+
+#define NBD_TLS_ANCHORS_MAX 256
+#define NBD_TLS_POOL        (96 * 1024) /* trust anchors' names and keys */
+#define NBD_TLS_DER_MAX     (16 * 1024) /* one PEM object, decoded */
+#define NBD_TLS_CHAIN_MAX   8
 
 /* ---- Internal API ----------------------------------------------------------- */
 
@@ -288,6 +306,7 @@ struct nbd_config {
 	char cert[NBD_PATH_MAX + 1];
 	char key[NBD_PATH_MAX + 1];
 	char tlshostname[NBD_HOST_MAX + 1];
+	bool tls_proxy; /* userspace proxy even where kTLS would work */
 	/* negotiation */
 	bool no_optgo;
 	unsigned wait_seconds;
@@ -325,6 +344,7 @@ struct nbd_conn {
 	bool fixed, no_zeroes;
 	uint32_t pending_client_flags; /* sent with the first option */
 	bool client_flags_pending;
+	bool tls_active; /* records go through the TLS engine */
 };
 
 /* Last error, for main() and tests: one line, no "nbdboot: " prefix. */
@@ -349,7 +369,7 @@ int64_t nbd_now_ms(void);
 int nbd_negotiate(struct nbd_conn *c, const struct nbd_config *cfg,
 		  struct nbd_export *ex, bool probe);
 /* List the server's exports, calling fn for each; then ABORT. */
-int nbd_list(struct nbd_conn *c,
+int nbd_list(struct nbd_conn *c, const struct nbd_config *cfg,
 	     void (*fn)(const char *name, const char *desc, void *arg), void *arg);
 /* Connect and negotiate with retries until cfg->wait_seconds pass.
  * Returns the connected socket in transmission phase, or -1. */

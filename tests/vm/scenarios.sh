@@ -17,7 +17,7 @@
 #   3 qemu-nbd, partitioned image, nbdroot=10.0.2.2,NAME,nbd0 root=/dev/nbd0p1
 #   4 server started 6 s after nbdboot began, root=nbd://10.0.2.2:PORT/ nbdboot.wait=60
 #   5 read-only export (nbdkit -r), netroot=nbd:...: mounted read-only, image unchanged
-#   6 ioctl mode, then systemd-style killing of everything not marked '@'; root still usable
+#   6 ioctl mode (dracut NBDOPTS field: root=nbd:SRV:PORT:ext4:rw:ioctl), then systemd-style killing of everything not marked '@'; root still usable
 #   7 wrong export name: boot fails with the server's reason, nothing attached
 # (no set -u: tests/lib.sh is not written for it)
 here=$(cd "$(dirname "$0")" && pwd)
@@ -233,7 +233,7 @@ fi
 if scenario 6 "ioctl mode survives systemd-style killing after switch_root"; then
 	fresh_image flat
 	start_nbdkit file "$IMG" && {
-		vm_boot "root=nbd:10.0.2.2:$PORT:ext4 nbdboot.ioctl vmtest.root=killall"
+		vm_boot "root=nbd:10.0.2.2:$PORT:ext4:rw:ioctl vmtest.root=killall"
 		var_is NBD_METHOD ioctl
 		con_has '^NBD-ATTACH-END rc=0'
 		con_has '^ROOT-HOLDER [0-9]+ @' "an '@' holder after switch_root"

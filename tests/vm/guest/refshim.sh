@@ -56,7 +56,7 @@ if [ $printenv = 1 ]; then
 fi
 set -- "$srv" "$port" "$dev" -b 512
 [ -z "$name" ] || set -- "$@" -N "$name"
-[ $method = netlink ] || set -- "$@" -L -m
+[ $method = netlink ] || set -- "$@" -nonetlink -systemd-mark
 [ $ro = 0 ] || set -- "$@" -R
 end=$(($(date +%s) + wait))
 while :; do
