@@ -129,7 +129,7 @@ static const char *shown_name(const char *name)
  */
 
 enum {
-	O_PROBE = 256, O_WAIT, O_CMDLINE, O_PRINT_ENV, O_TLS_PROXY,
+	O_PROBE = 256, O_WAIT, O_CMDLINE, O_PRINT_ENV, O_TLS_PROXY, O_DEAD_TIMEOUT,
 };
 
 struct opt {
@@ -157,6 +157,7 @@ static const struct opt options[] = {
 	{ 'V', "version", false },    { O_PROBE, "probe", false },
 	{ O_WAIT, "wait", true },     { O_CMDLINE, "cmdline", false },
 	{ O_PRINT_ENV, "print-env", false }, { O_TLS_PROXY, "tls-proxy", false },
+	{ O_DEAD_TIMEOUT, "dead-timeout", true },
 };
 
 static const struct opt *find_long(const char *name, size_t len)
@@ -471,6 +472,7 @@ static int apply_option(struct nbd_config *cfg, int id, const char *v)
 	case O_CMDLINE: return set_mode(cfg, MODE_CMDLINE);
 	case O_PRINT_ENV: cfg->print_env = true; return 0;
 	case O_TLS_PROXY: cfg->tls_proxy = true; return 0;
+	case O_DEAD_TIMEOUT: return parse_u32(v, 1, NBD_WAIT_MAX, &cfg->dead_timeout, "dead timeout");
 	case O_WAIT:
 		if (parse_uint(v, 0, NBD_WAIT_MAX, &u, "--wait seconds"))
 			return -1;
@@ -604,6 +606,7 @@ int nbd_cmdline_option(struct nbd_config *cfg, const char *word)
 		{ "no-optgo", 'g' },     { "tls", 'x' },       { "cacert", 'A' },
 		{ "cert", 'F' },         { "key", 'K' },       { "tlshostname", 'H' },
 		{ "name", 'N' },         { "device", 'D' },     { "tls-proxy", O_TLS_PROXY },
+		{ "dead-timeout", O_DEAD_TIMEOUT },
 	};
 	const char *eq = strchr(word, '=');
 	size_t klen = eq ? (size_t)(eq - word) : strlen(word);
@@ -1910,8 +1913,8 @@ static int tls_run(struct nbd_conn *c, unsigned want, const char *what)
 		if (r > 0)
 			br_ssl_engine_recvrec_ack(e, (size_t)r);
 		else if (r == 0 || (errno != EAGAIN && errno != EINTR))
-			return fail_server("server closed the TLS connection (%s)%s", what,
-					   r == 0 ? "" : strerror(errno));
+			return fail_server("TLS connection lost (%s): %s", what,
+					   r == 0 ? "closed by the server" : strerror(errno));
 		else if (wait_io(c, POLLIN, what))
 			return -1;
 	}
@@ -2363,6 +2366,8 @@ static int attach_netlink(struct attach *a, char *dev, size_t devsz)
 	nl_u64(&m, NBD_ATTR_SERVER_FLAGS, a->ex.flags | (cfg->readonly ? NBD_FLAG_READ_ONLY : 0));
 	if (cfg->timeout)
 		nl_u64(&m, NBD_ATTR_TIMEOUT, cfg->timeout);
+	if (cfg->dead_timeout)
+		nl_u64(&m, NBD_ATTR_DEAD_CONN_TIMEOUT, cfg->dead_timeout);
 	nl_nest(&m, NBD_ATTR_SOCKETS);
 	for (unsigned i = 0; i < a->nfds; i++) {
 		nl_nest(&m, NBD_SOCK_ITEM);
@@ -2716,12 +2721,15 @@ static void usage(FILE *f)
 		"  -L, --nonetlink         use the ioctl interface instead of netlink\n"
 		"  -B, --size BYTES        override the export size\n"
 		"  -g, --no-optgo          use NBD_OPT_EXPORT_NAME instead of NBD_OPT_GO\n"
+		"      --dead-timeout SEC  netlink: the kernel holds I/O that long when the\n"
+		"                          connection dies, waiting for a new one\n"
 		"  -u, --unix              HOST is a Unix socket path\n"
 		"  -x, --tls               require TLS\n"
 		"  -A, --cacert FILE       CA certificates (PEM)\n"
 		"  -F, --cert FILE         client certificate (PEM)\n"
 		"  -K, --key FILE          client key (PEM)\n"
-		"  -H, --tlshostname NAME  name to check in the server certificate\n"
+		"  -H, --tlshostname NAME  name to check in the server certificate (default HOST)\n"
+		"      --tls-proxy         carry TLS in a resident process instead of kTLS\n"
 		"      --wait SECONDS      deadline for connect and negotiation, retrying\n"
 		"                          transient failures (default %d)\n"
 		"  -h, --help   -V, --version\n"

@@ -313,6 +313,7 @@ struct nbd_config {
 	/* kernel */
 	uint32_t block_size; /* 0: default */
 	uint32_t timeout;    /* 0: none */
+	uint32_t dead_timeout; /* netlink DEAD_CONN_TIMEOUT, 0: none */
 	uint32_t conns;
 	uint64_t size_override; /* 0: the server's */
 	bool readonly, persist, swap, nofork, use_ioctl, systemd_mark, preinit;
