@@ -1690,7 +1690,13 @@ static int load_pem(const char *file, enum pem_kind kind)
 	if (fd < 0)
 		return fail_usage("unable to open %s: %s", file, strerror(errno));
 	br_pem_decoder_init(&pc);
-	while (r == 0 && (n = read(fd, buf, sizeof buf)) > 0) {
+	for (bool eof = false; r == 0 && !eof;) {
+		n = read(fd, buf, sizeof buf);
+		if (n <= 0) { /* a last newline ends an unterminated END line */
+			eof = true;
+			buf[0] = '\n';
+			n = 1;
+		}
 		for (size_t off = 0; r == 0 && off < (size_t)n;) {
 			off += br_pem_decoder_push(&pc, buf + off, (size_t)n - off);
 			switch (br_pem_decoder_event(&pc)) {

@@ -836,6 +836,62 @@ static void test_cmdline(void)
 	unsetenv("ROOTSERVER");
 }
 
+/* ---- TLS pieces that need no server ----------------------------------------------- */
+
+#if NBDBOOT_TLS
+static void test_ktls_layout(void)
+{
+	struct ktls_info ki;
+	struct ktls_dir d = { .cipher = TLS_CIPHER_AES_GCM_128, .key_len = 16 };
+	memset(d.key, 0xaa, 16);
+	memcpy(d.iv, "\x01\x02\x03\x04", 4);
+	size_t len = ktls_fill(&ki, &d, 0x0102030405060708ULL);
+	report("ktls: AES-GCM-128 info has the kernel's 40-byte layout",
+	       len == 40 && ki.version == 0x0303 && ki.cipher == 51 &&
+		       be64_get(ki.rest) == 0x0102030405060708ULL && ki.rest[8] == 0xaa &&
+		       !memcmp(ki.rest + 24, "\x01\x02\x03\x04", 4) &&
+		       be64_get(ki.rest + 28) == 0x0102030405060708ULL,
+	       "wrong layout");
+	d.cipher = TLS_CIPHER_AES_GCM_256;
+	d.key_len = 32;
+	report("ktls: AES-GCM-256 info is 56 bytes with salt after the key",
+	       ktls_fill(&ki, &d, 9) == 56 && !memcmp(ki.rest + 40, "\x01\x02\x03\x04", 4) &&
+		       be64_get(ki.rest + 44) == 9,
+	       "wrong layout");
+	d.cipher = TLS_CIPHER_CHACHA20_POLY1305;
+	memset(d.iv, 0x11, 12);
+	report("ktls: ChaCha20-Poly1305 info is 56 bytes, 12-byte iv, no salt",
+	       ktls_fill(&ki, &d, 7) == 56 && ki.rest[11] == 0x11 && ki.rest[12] == 0xaa &&
+		       be64_get(ki.rest + 44) == 7,
+	       "wrong layout");
+}
+
+static void test_pem_errors(void)
+{
+	char path[] = "/tmp/nbdboot-unit-pemXXXXXX";
+	int fd = mkstemp(path);
+	bool ok;
+	if (fd < 0 || write(fd, "not a pem file\n", 15) != 15)
+		abort();
+	close(fd);
+	tls.nanchors = 0;
+	tls.pool_used = 0;
+	ok = load_pem(path, PEM_ANCHORS) == -1 && strstr(nbd_last_error(), "has no certificate");
+	report("tls: a CA file without certificates is refused", ok, nbd_last_error());
+	fd = open(path, O_WRONLY | O_TRUNC);
+	if (write(fd, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", 58) != 58)
+		abort();
+	close(fd);
+	ok = load_pem(path, PEM_ANCHORS) == -1 && strstr(nbd_last_error(), "cannot be decoded");
+	report("tls: a garbage certificate is refused", ok, nbd_last_error());
+	ok = load_pem("/nonexistent/ca.pem", PEM_ANCHORS) == -1 &&
+	     strstr(nbd_last_error(), "unable to open /nonexistent/ca.pem") &&
+	     nbd_last_error_class() == EXIT_USAGE;
+	report("tls: a missing CA file is a usage error", ok, nbd_last_error());
+	unlink(path);
+}
+#endif
+
 int main(void)
 {
 	const char *rpath = getenv("RESULTS");
@@ -862,6 +918,10 @@ int main(void)
 	test_probe_disconnects();
 	test_list();
 	test_cmdline();
+#if NBDBOOT_TLS
+	test_ktls_layout();
+	test_pem_errors();
+#endif
 	printf("unit: %d passed, %d failed\n", passed, failed);
 	if (results)
 		fclose(results);
