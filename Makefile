@@ -41,7 +41,7 @@ endif
 
 # Debian 12 packages the tests need; `make deps` installs the missing ones.
 DEPS := musl-tools gcc libc6-dev make xz-utils ca-certificates nbdkit nbd-server qemu-utils \
-        qemu-system-x86 busybox-static cpio e2fsprogs fdisk kmod
+        qemu-system-x86 busybox-static cpio e2fsprogs fdisk kmod openssl perl
 
 .PHONY: all check deps demo bench clean distclean
 all: nbdboot

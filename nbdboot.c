@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -1720,6 +1721,162 @@ static int load_pem(const char *file, enum pem_kind kind)
 	return r;
 }
 
+/* -- IP-address hosts: BearSSL matches DNS names only, so for an address
+ * literal no name goes to BearSSL (and no SNI, as RFC 6066 wants) and the
+ * end-entity certificate must list the address in subjectAltName. ------- */
+
+static struct {
+	const br_x509_class *vtable;
+	uint8_t ip[16];
+	size_t iplen; /* 0: not an address, BearSSL checks the name */
+	unsigned cert_index;
+} xw;
+
+/* One DER element at *p: tag, value and length, all inside end. */
+static bool der_next(const uint8_t **p, const uint8_t *end, uint8_t *tag, const uint8_t **val,
+		     size_t *len)
+{
+	const uint8_t *q = *p;
+	size_t n;
+	if (end - q < 2)
+		return false;
+	*tag = *q++;
+	n = *q++;
+	if (n & 0x80) {
+		unsigned k = n & 0x7f;
+		if (k == 0 || k > 3 || (size_t)(end - q) < k)
+			return false;
+		for (n = 0; k--; q++)
+			n = n << 8 | *q;
+	}
+	if ((size_t)(end - q) < n)
+		return false;
+	*val = q;
+	*len = n;
+	*p = q + n;
+	return true;
+}
+
+/* Does the certificate in der list ip among its iPAddress SANs? */
+static bool cert_has_ip(const uint8_t *der, size_t dlen, const uint8_t *ip, size_t iplen)
+{
+	static const uint8_t san_oid[] = { 0x55, 0x1d, 0x11 };
+	const uint8_t *p = der, *v, *end = der + dlen;
+	uint8_t tag;
+	size_t len;
+	if (!der_next(&p, end, &tag, &v, &len) || tag != 0x30) /* Certificate */
+		return false;
+	p = v, end = v + len;
+	if (!der_next(&p, end, &tag, &v, &len) || tag != 0x30) /* tbsCertificate */
+		return false;
+	p = v, end = v + len;
+	while (der_next(&p, end, &tag, &v, &len) && tag != 0xa3) /* [3] extensions */
+		;
+	if (tag != 0xa3 || !der_next(&v, v + len, &tag, &p, &len) || tag != 0x30)
+		return false;
+	for (end = p + len; der_next(&p, end, &tag, &v, &len);) {
+		const uint8_t *e = v, *eend = v + len, *oid, *val;
+		size_t olen, vlen;
+		if (!der_next(&e, eend, &tag, &oid, &olen) || tag != 0x06 || olen != 3 ||
+		    memcmp(oid, san_oid, 3))
+			continue;
+		while (der_next(&e, eend, &tag, &val, &vlen) && tag != 0x04) /* skip critical */
+			;
+		if (tag != 0x04 || !der_next(&val, val + vlen, &tag, &e, &vlen) || tag != 0x30)
+			return false;
+		for (eend = e + vlen; der_next(&e, eend, &tag, &val, &vlen);)
+			if (tag == 0x87 && vlen == iplen && !memcmp(val, ip, iplen))
+				return true;
+		return false;
+	}
+	return false;
+}
+
+static void xw_start_chain(const br_x509_class **ctx, const char *name)
+{
+	(void)ctx;
+	xw.cert_index = 0;
+	tls.xc.vtable->start_chain(&tls.xc.vtable, name);
+}
+
+static void xw_start_cert(const br_x509_class **ctx, uint32_t length)
+{
+	(void)ctx;
+	if (xw.cert_index == 0) {
+		tls.der_len = 0;
+		tls.der_overflow = false;
+	}
+	tls.xc.vtable->start_cert(&tls.xc.vtable, length);
+}
+
+static void xw_append(const br_x509_class **ctx, const unsigned char *buf, size_t len)
+{
+	(void)ctx;
+	if (xw.cert_index == 0)
+		der_append(NULL, buf, len);
+	tls.xc.vtable->append(&tls.xc.vtable, buf, len);
+}
+
+static void xw_end_cert(const br_x509_class **ctx)
+{
+	(void)ctx;
+	xw.cert_index++;
+	tls.xc.vtable->end_cert(&tls.xc.vtable);
+}
+
+static unsigned xw_end_chain(const br_x509_class **ctx)
+{
+	unsigned r = tls.xc.vtable->end_chain(&tls.xc.vtable);
+	(void)ctx;
+	if (r == 0 && xw.iplen &&
+	    (tls.der_overflow || !cert_has_ip(tls.der, tls.der_len, xw.ip, xw.iplen)))
+		return BR_ERR_X509_BAD_SERVER_NAME;
+	return r;
+}
+
+static const br_x509_pkey *xw_get_pkey(const br_x509_class *const *ctx, unsigned *usages)
+{
+	(void)ctx;
+	return tls.xc.vtable->get_pkey(&tls.xc.vtable, usages);
+}
+
+static const br_x509_class xw_vtable = {
+	sizeof xw, xw_start_chain, xw_start_cert, xw_append, xw_end_cert, xw_end_chain, xw_get_pkey,
+};
+
+/* -- a client-certificate "chooser" for when we have none: it only notes
+ * that the server asked, so a refusal can say what is missing. ---------- */
+
+static bool cert_requested;
+
+static void nc_start_list(const br_ssl_client_certificate_class **p)
+{
+	(void)p;
+	cert_requested = true;
+}
+static void nc_start_name(const br_ssl_client_certificate_class **p, size_t len) { (void)p; (void)len; }
+static void nc_append(const br_ssl_client_certificate_class **p, const unsigned char *d, size_t len)
+{
+	(void)p;
+	(void)d;
+	(void)len;
+}
+static void nc_end(const br_ssl_client_certificate_class **p) { (void)p; }
+static void nc_choose(const br_ssl_client_certificate_class **p, const br_ssl_client_context *cc,
+		      uint32_t auth_types, br_ssl_client_certificate *choices)
+{
+	(void)p;
+	(void)cc;
+	(void)auth_types;
+	memset(choices, 0, sizeof *choices);
+}
+
+static const br_ssl_client_certificate_class nocert_vtable = {
+	sizeof(const br_ssl_client_certificate_class *), nc_start_list, nc_start_name, nc_append,
+	nc_end, nc_end, nc_choose, NULL, NULL,
+};
+static const br_ssl_client_certificate_class *nocert = &nocert_vtable;
+
 /* -- configuration of the engine -------------------------------------------- */
 
 static void tls_engine_setup(void)
@@ -1740,7 +1897,8 @@ static void tls_engine_setup(void)
 	}
 	br_x509_minimal_set_rsa(&tls.xc, br_rsa_pkcs1_vrfy_get_default());
 	br_x509_minimal_set_ecdsa(&tls.xc, br_ec_get_default(), br_ecdsa_vrfy_asn1_get_default());
-	br_ssl_engine_set_x509(e, &tls.xc.vtable);
+	xw.vtable = &xw_vtable;
+	br_ssl_engine_set_x509(e, &xw.vtable);
 	br_ssl_engine_set_prf_sha256(e, br_tls12_sha256_prf);
 	br_ssl_engine_set_prf_sha384(e, br_tls12_sha384_prf);
 	br_ssl_engine_set_default_ec(e);
@@ -1763,8 +1921,11 @@ static void tls_engine_setup(void)
 
 static int tls_client_auth(const struct nbd_config *cfg)
 {
-	if (!cfg->cert[0] && !cfg->key[0])
+	cert_requested = false;
+	if (!cfg->cert[0] && !cfg->key[0]) {
+		br_ssl_client_set_client_certificate(&tls.sc, &nocert);
 		return 0;
+	}
 	if (!cfg->cert[0] || !cfg->key[0])
 		return fail_usage("a client certificate needs both --cert and --key");
 	if (load_pem(cfg->cert, PEM_CHAIN) || load_pem(cfg->key, PEM_KEY))
@@ -1839,8 +2000,13 @@ static int tls_prepare(const struct nbd_config *cfg)
 		return -1;
 	memset(&tls.rx, 0, sizeof tls.rx);
 	memset(&tls.tx, 0, sizeof tls.tx);
-	if (!br_ssl_client_reset(&tls.sc, cfg->tlshostname[0] ? cfg->tlshostname
-						: cfg->host[0] ? cfg->host : "localhost", 0))
+	const char *name = cfg->tlshostname[0] ? cfg->tlshostname
+			   : cfg->host[0]      ? cfg->host
+					       : "localhost";
+	xw.iplen = inet_pton(AF_INET, name, xw.ip) == 1    ? 4
+		   : inet_pton(AF_INET6, name, xw.ip) == 1 ? 16
+							   : 0;
+	if (!br_ssl_client_reset(&tls.sc, xw.iplen ? NULL : name, 0))
 		return fail_server("TLS engine failed to start (BearSSL error %d)",
 				   br_ssl_engine_last_error(&tls.sc.eng));
 	return 0;
@@ -1857,8 +2023,9 @@ static int tls_error(const struct nbd_config *cfg, int e)
 		return fail_server("TLS: the server's certificate is not trusted: it is not signed by "
 				   "a CA in %s", cfg->cacert);
 	case BR_ERR_X509_BAD_SERVER_NAME:
-		return fail_server("TLS: the server's certificate does not match the name '%s' "
-				   "(use --tlshostname NAME)", name);
+		return fail_server("TLS: the server's certificate does not match %s '%s' "
+				   "(use --tlshostname NAME)", xw.iplen ? "the address" : "the name",
+				   name);
 	case BR_ERR_X509_EXPIRED:
 		return fail_server("TLS: the server's certificate has expired or is not yet valid");
 	case BR_ERR_IO:
@@ -1884,6 +2051,20 @@ static int tls_error(const struct nbd_config *cfg, int e)
 
 static const struct nbd_config *tls_cfg; /* for messages */
 
+static bool handshake_done;
+
+/* The server hung up: say what most likely made it do so. */
+static int tls_lost(const char *what, const char *how)
+{
+	if (cert_requested)
+		return fail_server("TLS: the server requires a client certificate: give --cert and "
+				   "--key (%s: %s)", what, how);
+	if (!handshake_done)
+		return fail_server("TLS: the server ended the handshake (%s); it may not speak TLS 1.2 "
+				   "with ECDHE and AES-GCM or ChaCha20-Poly1305", how);
+	return fail_server("TLS connection lost (%s): %s", what, how);
+}
+
 /* Move records until the engine offers one of the states in want. */
 static int tls_run(struct nbd_conn *c, unsigned want, const char *what)
 {
@@ -1895,8 +2076,9 @@ static int tls_run(struct nbd_conn *c, unsigned want, const char *what)
 		ssize_t r;
 		if (st & BR_SSL_CLOSED) {
 			int le = br_ssl_engine_last_error(e);
-			return le == BR_ERR_OK ? fail_server("server closed the TLS session (%s)", what)
-					       : tls_error(tls_cfg, le);
+			if (le != BR_ERR_OK)
+				return tls_error(tls_cfg, le);
+			return tls_lost(what, "closed the TLS session");
 		}
 		if (st & BR_SSL_SENDREC) {
 			buf = br_ssl_engine_sendrec_buf(e, &len);
@@ -1904,7 +2086,7 @@ static int tls_run(struct nbd_conn *c, unsigned want, const char *what)
 			if (r > 0)
 				br_ssl_engine_sendrec_ack(e, (size_t)r);
 			else if (errno != EAGAIN && errno != EINTR)
-				return fail_server("TLS connection failed (%s): %s", what, strerror(errno));
+				return tls_lost(what, strerror(errno));
 			else if (!(st & want) && wait_io(c, POLLOUT, what))
 				return -1;
 			if (r > 0 || !(st & want))
@@ -1919,8 +2101,7 @@ static int tls_run(struct nbd_conn *c, unsigned want, const char *what)
 		if (r > 0)
 			br_ssl_engine_recvrec_ack(e, (size_t)r);
 		else if (r == 0 || (errno != EAGAIN && errno != EINTR))
-			return fail_server("TLS connection lost (%s): %s", what,
-					   r == 0 ? "closed by the server" : strerror(errno));
+			return tls_lost(what, r == 0 ? "closed the connection" : strerror(errno));
 		else if (wait_io(c, POLLIN, what))
 			return -1;
 	}
@@ -1973,8 +2154,10 @@ static int tls_handshake(struct nbd_conn *c, const struct nbd_config *cfg)
 	if (tls_prepare(cfg))
 		return -1;
 	c->tls_active = true;
+	handshake_done = false;
 	if (tls_run(c, BR_SSL_SENDAPP, "TLS handshake"))
 		return -1;
+	handshake_done = true;
 	if (!tls.rx.cipher || !tls.tx.cipher)
 		return fail_server("TLS: negotiated a cipher suite nbdboot did not offer");
 	return 0;

@@ -21,9 +21,9 @@ ioctl_ref="-nonetlink -systemd-mark"
 # attached: the kernel has a size for the device and a DO_IT/CONNECT owner
 attached() { [ "$(cat /sys/block/nbd0/size)" != 0 ] && [ -e /sys/block/nbd0/pid ]; }
 settle() {  # wait up to 5 s for /dev/nbd0 to be free again
-	i=0
-	while { attached || [ -e /sys/block/nbd0/pid ]; } && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
-	[ $i -lt 100 ] || echo "BENCH-STUCK $1: /dev/nbd0 still connected after 5 s"
+	w=0
+	while { attached || [ -e /sys/block/nbd0/pid ]; } && [ $w -lt 100 ]; do sleep 0.05; w=$((w + 1)); done
+	[ $w -lt 100 ] || echo "BENCH-STUCK $1: /dev/nbd0 still connected after 5 s"
 }
 one() {  # one TOOL MODE LABEL
 	if [ "$1" = nbdboot ]; then

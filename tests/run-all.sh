@@ -25,6 +25,8 @@ suite "unit (musl)" build/unit
 suite "unit (ASan+UBSan)" build/unit-asan
 suite "interop (static binary)" tests/interop.sh
 suite "interop (ASan+UBSan binary)" env NBDBOOT=build/nbdboot-asan tests/interop.sh
+suite "tls (static binary)" tests/tls.sh
+suite "tls (ASan+UBSan binary)" env NBDBOOT=build/nbdboot-asan tests/tls.sh
 if [ -x tests/vm/scenarios.sh ] && [ "${NBDBOOT_SKIP_VM:-0}" != 1 ]; then
 	suite "real kernel under qemu" tests/vm/scenarios.sh
 fi
