@@ -630,11 +630,12 @@ int nbd_cmdline_option(struct nbd_config *cfg, const char *word)
 	return fail_usage("unknown nbdboot option '%.*s'", (int)(klen > 40 ? 40 : klen), word);
 }
 
-/* Comma-separated NBDOPTS of dracut's grammar. */
+/* Comma-separated NBDOPTS of dracut's grammar: nbdboot's words, with or
+ * without their "nbdboot." prefix. */
 static int cmdline_opts(struct nbd_config *cfg, char *list, const char *param)
 {
 	for (char *w = strtok(list, ","); w; w = strtok(NULL, ","))
-		if (nbd_cmdline_option(cfg, w))
+		if (nbd_cmdline_option(cfg, strncmp(w, "nbdboot.", 8) ? w : w + 8))
 			return fail_prefix(param);
 	return 0;
 }
@@ -2895,6 +2896,8 @@ static void usage(FILE *f)
 		"       nbdboot -l|--list HOST [PORT]      list the server's exports\n"
 		"       nbdboot -c|--check /dev/nbdN       is the device connected?\n"
 		"       nbdboot -d|--disconnect /dev/nbdN  disconnect the device\n"
+		"       nbdboot --cmdline [FILE]           attach what /proc/cmdline (or FILE) asks for\n"
+		"       nbdboot --cmdline [FILE] --print-env   only parse; print NBD_* shell variables\n"
 		"TARGET: HOST [PORT] | nbd://HOST[:PORT]/EXPORT | nbds://... |\n"
 		"        nbd+unix:///EXPORT?socket=PATH | nbds+unix://... | -u PATH\n"
 		"Options (nbd-client's single-dash long forms are accepted too):\n"

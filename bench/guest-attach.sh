@@ -38,6 +38,8 @@ one() {  # one TOOL MODE LABEL
 	timeit -q "$label" "$@"
 	rc=$?
 	attached || echo "BENCH-NOT-ATTACHED $label rc=$rc"
+	# is partition 1 already known to the kernel when the tool exits?
+	if [ -e /sys/block/nbd0/nbd0p1 ]; then echo "BENCH-PART $label yes"; else echo "BENCH-PART $label no"; fi
 	if [ "$mode" = ioctl ] && [ "${label#*-}" = rss ]; then
 		pid=$(cat /sys/block/nbd0/pid 2>/dev/null)
 		echo "BENCH-RSS $tool pid=$pid argv0=$(tr '\0' '\n' <"/proc/$pid/cmdline" | head -n1) $(grep -E '^VmRSS' "/proc/$pid/status" | tr -s ' \t' ' ')"

@@ -773,6 +773,8 @@ static const struct cmdline_case cmdline_cases[] = {
 	  "/dev/nbd0", "/dev/nbd0", "ext4", "ro" },
 	{ "nbds uri root asks for TLS", "root=nbds://srv/e", 0, "srv", "10809", "e", "/dev/nbd0",
 	  "/dev/nbd0", .tls = true },
+	{ "dracut nbdopts with the nbdboot. prefix", "root=nbd:srv:d:ext4::nbdboot.ioctl", 0, "srv",
+	  "10809", "d", "/dev/nbd0", "/dev/nbd0", "ext4", .ioctl = true },
 	{ "own namespace", "root=nbd:srv:d nbdboot.wait=5 nbdboot.ioctl nbdboot.device=/dev/nbd2",
 	  0, "srv", "10809", "d", "/dev/nbd2", "/dev/nbd2", .ioctl = true, .wait = 5 },
 	{ "quoted values", "root=nbd:srv:d:ext4:\"a b\"", 0, "srv", "10809", "d", "/dev/nbd0",

@@ -45,7 +45,7 @@ root=${NBD_ROOT:-$dev}
 r=${root#/dev/}
 i=0
 while [ ! -b "$root" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-say "NBD-DEV $root present=$([ -b "$root" ] && echo yes || echo no) size=$(cat "/sys/class/block/$r/size" 2>/dev/null) ro=$(cat "/sys/class/block/$r/ro" 2>/dev/null) pid=$(cat "/sys/block/$b/pid" 2>/dev/null || echo none)"
+say "NBD-DEV $root present=$([ -b "$root" ] && echo yes || echo no) size=$(cat "/sys/class/block/$r/size" 2>/dev/null) ro=$(cat "/sys/class/block/$r/ro" 2>/dev/null) pid=$(cat "/sys/block/$b/pid" 2>/dev/null || echo none) bs=$(cat "/sys/block/$b/queue/logical_block_size" 2>/dev/null)"
 say "NBD-PARTS $(cd /sys/class/block && echo ${b}p* | sed "s/${b}p\*//")"
 
 opts=$NBD_ROOTFLAGS

@@ -5,7 +5,10 @@
 # /root-ok ("NBDBOOT-ROOT-OK T") so the host can tell this boot wrote it.
 # vmtest.root=killall first does what systemd does at shutdown to everything
 # not marked with '@' (SIGTERM, SIGKILL, then SIGSTOP), then writes 1 MiB,
-# drops the page cache and reads it back.  Ends with poweroff -f.
+# drops the page cache and reads it back; vmtest.root=stopall instead sends
+# SIGSTOP and SIGCONT to every process (kill -1), as systemd-shutdown does
+# around its rounds, then does the same write and read-back.  Ends with
+# poweroff -f.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -52,6 +55,17 @@ if [ "$mode" = killall ]; then
 	if kill -0 "$victim" 2>/dev/null; then echo "ROOT-VICTIM-ALIVE $victim"; else echo "ROOT-VICTIM-GONE $victim"; fi
 	collect
 	echo "ROOT-AFTER-KILL holders:${holders:- none} others:${victims:- none}"
+fi
+if [ "$mode" = stopall ]; then
+	# what systemd-shutdown does around each round: SIGSTOP to everything
+	# (kill(-1) spares only pid 1 and the caller, '@' or not), then SIGCONT
+	kill -STOP -1
+	sleep 1
+	kill -CONT -1
+	collect
+	echo "ROOT-AFTER-STOPALL holders:${holders:- none}"
+fi
+if [ "$mode" = killall ] || [ "$mode" = stopall ]; then
 	mount -o remount,rw / 2>/dev/null
 	if dd if=/dev/urandom of=/killall-data bs=64k count=16 2>/dev/null && sync; then
 		sum1=$(md5sum </killall-data | cut -d' ' -f1)
