@@ -24,6 +24,15 @@
 #   8 nbdboot.device=/dev/nbd1 nbdboot.readonly nbdboot.blocksize=1024 nbdboot.timeout=30
 #     on a writable export: /dev/nbd1 read-only with 1 KiB blocks, mounted read-only
 #   9 netlink mode: systemd-shutdown's kill(-1, SIGSTOP) + SIGCONT; root still usable
+# TLS (nbdkit --tls=require with tests/pki.sh certificates; the initramfs holds
+# /etc/nbd-ca.pem, /etc/nbd-other-ca.pem, /etc/nbd-client.pem, /etc/nbd-client-key.pem;
+# the server certificate names nbd.test, so nbdboot.tlshostname=nbd.test):
+#  10 root=nbds://SRV:PORT/ through kTLS, netlink: no resident process at all
+#  11 the userspace proxy (nbdboot.tls-proxy), ioctl mode, then systemd-style
+#     killing of everything not marked '@': proxy and holder survive, root usable
+#  12 client certificate required (nbdkit --tls-verify-peer), nbdboot.conns=2
+#     in dracut's NBDOPTS field: two TLS connections, kTLS
+#  13 wrong CA (other-ca.pem): refused as not trusted, nothing attached, no switch_root
 # (no set -u: tests/lib.sh is not written for it)
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib.sh"     # pass/fail/summary, start_* servers, TESTDIR, cleanup
@@ -32,7 +41,7 @@ T0_ALL=$(date +%s)
 LOGDIR=$ROOT/build/vm
 mkdir -p "$LOGDIR"
 : "${SCEN_TIMEOUT:=100}" "${SCEN_CLIENT:=nbdboot}"
-want=" ${*:-1 2 3 4 5 6 7 8 9} "
+want=" ${*:-1 2 3 4 5 6 7 8 9 10 11 12 13} "
 
 finish() {
 	echo "tests/vm/scenarios.sh: $N_PASS passed, $N_FAIL failed, $N_SKIP skipped in $(($(date +%s) - T0_ALL)) s (logs: $LOGDIR)"
@@ -48,6 +57,7 @@ need nbd-server nbd-server
 need qemu-nbd qemu-utils
 need debugfs e2fsprogs
 need file file
+need openssl openssl
 
 prep_fail() { fail "vm: setup" "$*"; finish; }
 
@@ -63,8 +73,15 @@ else
 		prep_fail "$NBDBOOT --cmdline FILE --print-env does not work: $("$NBDBOOT" --cmdline "$TESTDIR/probe.cmdline" --print-env 2>&1 | head -n1)"
 	adds=(--add "$NBDBOOT:/sbin/nbdboot")
 fi
+# Test PKI, made now: valid from a day ago, so the guest clock must be right
+# (vmtest.epoch= lets the guest set it if it is behind; see initrd-nbd.sh).
+PKI=$TESTDIR/pki
+"$here/../pki.sh" "$PKI" 2>"$TESTDIR/pki.log" || prep_fail "tests/pki.sh failed: $(tail -n3 "$TESTDIR/pki.log")"
+adds+=(--add "$PKI/ca.pem:/etc/nbd-ca.pem" --add "$PKI/other-ca.pem:/etc/nbd-other-ca.pem"
+	--add "$PKI/client.pem:/etc/nbd-client.pem" --add "$PKI/client-key.pem:/etc/nbd-client-key.pem")
+# the default module list: nbd e1000 ext4 and tls with its AES-GCM/ChaCha20 crypto
 "$here/mkinitramfs.sh" "$TESTDIR/initrd.gz" --init "$here/guest/initrd-nbd.sh" "${adds[@]}" \
-	--modules "nbd e1000 ext4" 2>"$TESTDIR/mkinitramfs.log" ||
+	2>"$TESTDIR/mkinitramfs.log" ||
 	prep_fail "mkinitramfs.sh failed: $(tail -n3 "$TESTDIR/mkinitramfs.log")"
 "$here/mkroot.sh" "$TESTDIR/flat.img" --init "$here/guest/root-init.sh" 2>"$TESTDIR/mkroot.log" &&
 	"$here/mkroot.sh" "$TESTDIR/part.img" --partitioned --init "$here/guest/root-init.sh" 2>>"$TESTDIR/mkroot.log" ||
@@ -144,6 +161,10 @@ done_scenario() {
 	[ -z "${SERVER_PID:-}" ] || stop_server "$SERVER_PID"
 	SERVER_PID=
 }
+# TLS: nbdkit options for a TLS-only export, and the boot words for the CA
+TLS_SRV=(--tls=require "--tls-certificates=$PKI/nbdkit")
+tls_boot() { echo "vmtest.epoch=$(date +%s) nbdboot.cacert=/etc/nbd-${1:-}ca.pem nbdboot.tlshostname=nbd.test"; }
+ours() { [ "$SCEN_CLIENT" = nbdboot ]; }  # checks of nbdboot's own messages
 nbd_server_conf() {  # nbd_server_conf NAME FILE [EXTRA LINES]
 	printf '[%s]\nexportname = %s\n%s' "$1" "$2" "${3:-}"
 }
@@ -302,6 +323,89 @@ if scenario 9 "netlink mode survives systemd-shutdown's SIGSTOP/SIGCONT to every
 		[ -n "$sum" ] || why "no ROOT-READBACK-OK after SIGSTOP/SIGCONT"
 		con_has "^ROOT-WROTE $TOKEN"
 		image_has_token
+	}
+	done_scenario
+fi
+
+if scenario 10 "TLS: root=nbds://SRV:PORT/ through kTLS, netlink, no resident process"; then
+	fresh_image flat
+	start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
+		vm_boot "root=nbds://10.0.2.2:$PORT/ $(tls_boot)"
+		var_is NBD_TLS 1; var_is NBD_METHOD netlink
+		con_has '^NBD-CLOCK ok' 'the guest clock is right (certificate dates)'
+		con_has '^NBD-ATTACH-END rc=0' && con_has '^NBD-CHECK rc=0' 'nbdboot -c after attach'
+		ours && con_has '^nbdboot: attached 10\.0\.2\.2:[0-9]+ to /dev/nbd0 \(.*netlink, kTLS\)' 'the kernel carries TLS'
+		con_has '^NBD-HOLDERS none$' 'kTLS in netlink mode leaves no process'
+		con_has '^NBD-MOUNTED /dev/nbd0 /newroot ext4 rw'
+		con_has "^ROOT-MARKER pid=1 root=/dev/nbd0 rw" && con_has "^ROOT-WROTE $TOKEN"
+		con_lacks 'I/O error|EXT4-fs error|tls.*(error|fail)' 'no I/O errors over kTLS'
+		image_has_token
+	}
+	done_scenario
+fi
+
+if scenario 11 "TLS via the proxy, ioctl mode, survives systemd-style killing"; then
+	fresh_image flat
+	start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
+		vm_boot "root=nbds://10.0.2.2:$PORT/ $(tls_boot) nbdboot.tls-proxy nbdboot.ioctl vmtest.root=killall"
+		var_is NBD_TLS 1; var_is NBD_METHOD ioctl
+		con_has '^NBD-CLOCK ok' 'the guest clock is right (certificate dates)'
+		con_has '^NBD-ATTACH-END rc=0'
+		ours && con_has '^nbdboot: attached 10\.0\.2\.2:[0-9]+ to /dev/nbd0 \(.*ioctl, TLS via proxy\)' 'TLS through the proxy'
+		ours && con_lacks 'kTLS\)' 'nbdboot.tls-proxy must not use kTLS'
+		con_has '^NBD-HOLDERS [0-9]+ [0-9]+$' "two '@' processes: the proxy and the DO_IT holder"
+		con_has '^ROOT-HOLDERS [0-9]+ [0-9]+$' "both '@' processes after switch_root"
+		con_has '^ROOT-KILL TERM: [0-9]' 'the killer found victims'
+		con_has '^ROOT-VICTIM-GONE' 'the killer works'
+		con_has '^ROOT-AFTER-KILL holders: [0-9]+ [0-9]+ others: none' 'proxy and holder alone survived'
+		sum=$(sed -n 's/^ROOT-READBACK-OK \([0-9a-f]*\)$/\1/p' <<<"$CON")
+		[ -n "$sum" ] || why "no ROOT-READBACK-OK after the killing"
+		con_has "^ROOT-WROTE $TOKEN"
+		con_lacks 'I/O error|EXT4-fs error' 'no I/O errors through the proxy'
+		image_has_token
+		if [ -n "$sum" ]; then
+			got=$("$here/extract-file.sh" "$IMG" /killall-data 2>/dev/null | md5sum | cut -d' ' -f1)
+			[ "$got" = "$sum" ] || why "image /killall-data md5 $got, guest wrote $sum"
+		fi
+	}
+	done_scenario
+fi
+
+if scenario 12 "TLS with a client certificate, two connections (dracut NBDOPTS), kTLS"; then
+	fresh_image flat
+	nlog=$TESTDIR/nbdkit-12.log
+	start_nbdkit "${TLS_SRV[@]}" --tls-verify-peer --filter=log file "$IMG" "logfile=$nlog" && {
+		vm_boot "root=nbd:10.0.2.2:$PORT:ext4:rw:tls,conns=2,cert=/etc/nbd-client.pem,key=/etc/nbd-client-key.pem $(tls_boot)"
+		var_is NBD_TLS 1; var_is NBD_METHOD netlink; con_has "^NBD-ENV NBD_CONNECTIONS='2'"
+		con_has '^NBD-CLOCK ok' 'the guest clock is right (certificate dates)'
+		con_has '^NBD-ATTACH-END rc=0'
+		ours && con_has '^nbdboot: attached .*/dev/nbd0 \(.*netlink, kTLS\)' 'the kernel carries TLS'
+		con_has '^NBD-HOLDERS none$' 'kTLS in netlink mode leaves no process'
+		con_has "^ROOT-MARKER pid=1 root=/dev/nbd0 rw" && con_has "^ROOT-WROTE $TOKEN"
+		con_lacks 'I/O error|EXT4-fs error' 'no I/O errors over kTLS'
+		image_has_token
+		# connections the server saw over TLS that lived until the guest powered off
+		stop_server "$SERVER_PID"
+		SERVER_PID=
+		n=$(grep -c 'Connect export=.* tls=1' "$nlog" 2>/dev/null)
+		[ "${n:-0}" -ge 2 ] || why "nbdkit saw ${n:-0} TLS connections, expected 2 ($nlog)"
+		grep -q 'tls=0' "$nlog" 2>/dev/null && why "nbdkit saw a connection without TLS"
+	}
+	done_scenario
+fi
+
+if scenario 13 "TLS with the wrong CA is refused: not trusted, nothing attached"; then
+	fresh_image flat
+	start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
+		vm_boot "root=nbds://10.0.2.2:$PORT/ $(tls_boot other-) nbdboot.wait=20"
+		con_has '^NBD-ATTACH-END rc=[1-9]' 'nbdboot --cmdline must fail'
+		ours && con_has '^nbdboot: .*not trusted' 'the reason on the console'
+		con_has '^NBD-CHECK rc=1' 'nbdboot -c /dev/nbd0 says not connected'
+		con_has '^NBD-SYSFS size=0 pid=none'
+		con_lacks '^NBD-READY|^ROOT-|switch_root' 'no switch_root'
+		a=$(attach_secs) && awk -v a="$a" 'BEGIN { exit !(a < 10) }' ||
+			why "failing took ${a:-?} s; an untrusted server is not worth retrying"
+		image_unchanged
 	}
 	done_scenario
 fi

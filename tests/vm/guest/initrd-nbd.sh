@@ -13,6 +13,22 @@ quiet=0
 case " $(cat /proc/cmdline) " in *" vmtest.quiet "*) quiet=1 ;; esac
 say() { [ $quiet = 1 ] || echo "$@"; }
 
+# vmtest.epoch=SECONDS (the host's clock at boot): TLS certificates are
+# checked against the clock, so set it if the guest's is behind.
+for w in $(cat /proc/cmdline); do
+	case $w in
+	vmtest.epoch=*)
+		e=${w#*=} now=$(date +%s)
+		if [ "$now" -ge $((e - 60)) ]; then
+			echo "NBD-CLOCK ok guest=$now host=$e"
+		elif date -s "@$e" >/dev/null 2>&1; then
+			echo "NBD-CLOCK ok set from $now to $(date +%s)"
+		else
+			echo "NBD-CLOCK behind guest=$now host=$e"
+		fi ;;
+	esac
+done
+
 env=$(nbdboot --cmdline --print-env)
 rc=$?
 [ $quiet = 1 ] || printf '%s\n' "$env" | sed 's/^/NBD-ENV /'
