@@ -101,6 +101,23 @@ static void say(const char *fmt, ...)
 	fprintf(stderr, "nbdboot: %s\n", line);
 }
 
+static bool verbose;
+static int64_t t_start_ms;
+int64_t nbd_now_ms(void);
+
+/* With -v: where the time of a boot goes, one line per step. */
+static void trace(const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+	if (!verbose)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "nbdboot: +%lld ms: %s\n", (long long)(nbd_now_ms() - t_start_ms), line);
+}
+
 void nbd_sanitise(char *out, size_t outsz, const uint8_t *in, size_t len)
 {
 	size_t n = 0, i;
@@ -156,6 +173,7 @@ static const struct opt options[] = {
 	{ 'l', "list", false },       { 'c', "check", true },
 	{ 'd', "disconnect", true },  { 'h', "help", false },
 	{ 'V', "version", false },    { O_PROBE, "probe", false },
+	{ 'v', "verbose", false },
 	{ O_WAIT, "wait", true },     { O_CMDLINE, "cmdline", false },
 	{ O_PRINT_ENV, "print-env", false }, { O_TLS_PROXY, "tls-proxy", false },
 	{ O_DEAD_TIMEOUT, "dead-timeout", true },
@@ -469,6 +487,7 @@ static int apply_option(struct nbd_config *cfg, int id, const char *v)
 	case 'd': return set_mode(cfg, MODE_DISCONNECT) || set_device(cfg, v);
 	case 'h': return set_mode(cfg, MODE_HELP);
 	case 'V': return set_mode(cfg, MODE_VERSION);
+	case 'v': verbose = true; return 0;
 	case O_PROBE: return set_mode(cfg, MODE_PROBE);
 	case O_CMDLINE: return set_mode(cfg, MODE_CMDLINE);
 	case O_PRINT_ENV: cfg->print_env = true; return 0;
@@ -1446,8 +1465,11 @@ static int with_retries(const struct nbd_config *cfg, int (*op)(struct nbd_conn 
 		struct nbd_conn c = { .fd = -1, .deadline_ms = deadline };
 		c.fd = cfg->unix_path[0] ? connect_unix(cfg, deadline) : connect_tcp(cfg, deadline);
 		if (c.fd >= 0) {
-			if (op(&c, arg) == 0)
+			trace("connected to %s", server_name(cfg));
+			if (op(&c, arg) == 0) {
+				trace("negotiated");
 				return c.fd;
+			}
 			close(c.fd);
 		}
 		if (!err.transient)
@@ -2149,21 +2171,6 @@ static int tls_write(struct nbd_conn *c, const void *buf, size_t len, const char
 	return 0;
 }
 
-static int tls_handshake(struct nbd_conn *c, const struct nbd_config *cfg)
-{
-	tls_cfg = cfg;
-	if (tls_prepare(cfg))
-		return -1;
-	c->tls_active = true;
-	handshake_done = false;
-	if (tls_run(c, BR_SSL_SENDAPP, "TLS handshake"))
-		return -1;
-	handshake_done = true;
-	if (!tls.rx.cipher || !tls.tx.cipher)
-		return fail_server("TLS: negotiated a cipher suite nbdboot did not offer");
-	return 0;
-}
-
 static const char *tls_suite_name(void)
 {
 	br_ssl_session_parameters sp;
@@ -2177,6 +2184,22 @@ static const char *tls_suite_name(void)
 	case BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: return "ECDHE-RSA-CHACHA20-POLY1305";
 	}
 	return "unknown";
+}
+
+static int tls_handshake(struct nbd_conn *c, const struct nbd_config *cfg)
+{
+	tls_cfg = cfg;
+	if (tls_prepare(cfg))
+		return -1;
+	c->tls_active = true;
+	handshake_done = false;
+	if (tls_run(c, BR_SSL_SENDAPP, "TLS handshake"))
+		return -1;
+	handshake_done = true;
+	trace("TLS handshake done (%s)", tls_suite_name());
+	if (!tls.rx.cipher || !tls.tx.cipher)
+		return fail_server("TLS: negotiated a cipher suite nbdboot did not offer");
+	return 0;
 }
 
 /* Say goodbye inside TLS (after NBD_CMD_DISC): close_notify, best effort. */
@@ -2567,8 +2590,10 @@ static int attach_netlink(struct attach *a, char *dev, size_t devsz)
 	nl_end(&m);
 	snprintf(ident, sizeof ident, "nbdboot:%s", server_name(cfg));
 	nl_put(&m, NBD_ATTR_BACKEND_IDENTIFIER, ident, strlen(ident) + 1);
+	trace("netlink CONNECT");
 	r = nl_talk(fd, &m, NBD_ATTR_INDEX, &index);
 	close(fd);
+	trace("the kernel has the device");
 	if (r < 0)
 		return kernel_error(-r, a->index >= 0 ? dev : "an nbd device", "connect");
 	if (a->index < 0)
@@ -2613,6 +2638,7 @@ static pid_t attach_ioctl(struct attach *a, const char *dev)
 			goto fail;
 	if ((flags & NBD_FLAG_READ_ONLY) && ioctl(nbd, BLKROSET, &one) < 0)
 		goto fail;
+	trace("ioctl SET_SOCK done, starting the NBD_DO_IT holder");
 	pid = fork();
 	if (pid < 0)
 		goto fail;
@@ -2759,6 +2785,7 @@ static int run_attach(const struct nbd_config *cfg)
 		memcpy(&err, saved, sizeof err);
 		return -1;
 	}
+	trace("device ready");
 	say("attached %s%s%s to %s (%llu bytes, block size %u, %s%s%s)", server_name(cfg),
 	    cfg->name[0] ? " export " : "", cfg->name[0] ? shown_name(cfg->name) : "", dev,
 	    (unsigned long long)a.size, a.block_size, method,
@@ -2924,6 +2951,7 @@ static void usage(FILE *f)
 		"      --tls-proxy         carry TLS in a resident process instead of kTLS\n"
 		"      --wait SECONDS      deadline for connect and negotiation, retrying\n"
 		"                          transient failures (default %d)\n"
+		"  -v, --verbose           print where the time goes, step by step\n"
 		"  -h, --help   -V, --version\n"
 		"Exit codes: 0 success, 1 network or server failure, 2 usage error,\n"
 		"            3 kernel failure.\n",
@@ -3040,6 +3068,7 @@ int main(int argc, char **argv)
 {
 	static struct nbd_config cfg;
 	main_argv = argv;
+	t_start_ms = nbd_now_ms();
 	signal(SIGPIPE, SIG_IGN);
 	if (nbd_parse_args(&cfg, argc - 1, argv + 1)) {
 		say("%s", nbd_last_error());
