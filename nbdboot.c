@@ -1228,7 +1228,10 @@ static int parse_info(const struct reply *r, struct nbd_export *ex, bool *have_e
 
 enum { GO_DONE = 0, GO_FAILED = -1, GO_UNSUPPORTED = 1 };
 
-/* NBD_OPT_GO (or INFO when probing) asking for block sizes. */
+static void opt_abort(struct nbd_conn *c);
+static void cmd_disc(struct nbd_conn *c);
+
+/* NBD_OPT_GO asking for block sizes; a refusal ends with ABORT. */
 static int opt_go(struct nbd_conn *c, uint32_t opt, const char *name, struct nbd_export *ex)
 {
 	uint8_t req[4 + NBD_STRING_MAX + 4];
@@ -1245,22 +1248,30 @@ static int opt_go(struct nbd_conn *c, uint32_t opt, const char *name, struct nbd
 		if (read_reply(c, opt, &r))
 			return GO_FAILED;
 		if (r.type == NBD_REP_ACK) {
-			if (!have_export)
-				return fail_server("server finished %s without describing the export "
-						   "(no INFO_EXPORT)", opt_name(opt));
 			ex->how = HS_FIXED_GO;
-			return GO_DONE;
+			if (have_export)
+				return GO_DONE;
+			fail_server("server finished %s without describing the export (no INFO_EXPORT)",
+				    opt_name(opt));
+			cmd_disc(c); /* the ACK began transmission: no ABORT any more */
+			return GO_FAILED;
 		}
 		if (r.type == NBD_REP_INFO) {
-			if (parse_info(&r, ex, &have_export))
+			if (parse_info(&r, ex, &have_export)) {
+				opt_abort(c);
 				return GO_FAILED;
+			}
 			continue;
 		}
 		if (r.type == NBD_REP_ERR_UNSUP)
 			return GO_UNSUPPORTED;
-		return reply_error(&r, opt, name);
+		reply_error(&r, opt, name);
+		opt_abort(c);
+		return GO_FAILED;
 	}
-	return fail_server("server sent more than %d replies to %s", NBD_REPLIES_MAX, opt_name(opt));
+	fail_server("server sent more than %d replies to %s", NBD_REPLIES_MAX, opt_name(opt));
+	opt_abort(c);
+	return GO_FAILED;
 }
 
 /* NBD_OPT_EXPORT_NAME: no error reply exists, a refusal is a closed socket. */

@@ -661,6 +661,22 @@ static void test_error_replies(void)
 	reply(&S.rest, NBD_OPT_GO, NBD_REP_ERR_UNKNOWN, NULL, 0);
 	run_script(&C, false, false, 2000);
 	expect_err("error reply: UNKNOWN for the default export says so", "no default export");
+	size_t go = 4 + NBD_OPT_HDR_LEN + 8;
+	report("error reply: the client leaves with ABORT",
+	       O.sent_len == go + NBD_OPT_HDR_LEN && sent_opt(go) == NBD_OPT_ABORT, "no ABORT");
+	reset(HS_BOTH);
+	info_bs(&S.rest, NBD_OPT_GO, 3, 4096, 65536);
+	run_script(&C, false, false, 2000);
+	report("hostile: a bad INFO reply is answered with ABORT",
+	       O.rc == -1 && O.sent_len == go + NBD_OPT_HDR_LEN && sent_opt(go) == NBD_OPT_ABORT,
+	       O.error);
+	reset(HS_BOTH);
+	ack(&S.rest, NBD_OPT_GO);
+	run_script(&C, false, false, 2000);
+	report("hostile: an ACK without INFO_EXPORT is left with NBD_CMD_DISC",
+	       O.rc == -1 && O.sent_len == go + NBD_REQUEST_LEN &&
+		       be16_get(O.sent + go + 6) == NBD_CMD_DISC,
+	       O.error);
 }
 
 static void test_tls_refusals(void)

@@ -84,5 +84,12 @@ for d in /proc/[0-9]*; do
 	case $c in @*) holders="$holders ${d#/proc/}" ;; esac
 done
 say "NBD-HOLDERS${holders:- none}"
+# every process left behind by the client: '@'-marked or "nbd" in its command
+procs=""
+for d in /proc/[0-9]*; do
+	c=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)
+	case $c in @* | *nbd*) procs="$procs ${d#/proc/}:${c%% *}" ;; esac
+done
+say "NBD-RESIDENT${procs:- none}"
 echo "/newroot /sbin/init" >/run/switch-root
 echo "NBD-READY uptime=$(up)"

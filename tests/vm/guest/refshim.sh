@@ -11,8 +11,15 @@ esac
 file=/proc/cmdline printenv=0
 for a; do case $a in --print-env) printenv=1 ;; *) file=$a ;; esac; done
 srv="" port=10809 name="" dev=/dev/nbd0 root="" fs="" flags="" method=netlink ro=0 wait=0
+tls=0 cacert="" cert="" key="" tlsname="" conns=1
 opt() {
 	case $1 in
+	tls | nbdboot.tls) tls=1 ;;
+	cacert=* | nbdboot.cacert=*) tls=1 cacert=${1#*=} ;;
+	cert=* | nbdboot.cert=*) cert=${1#*=} ;;
+	key=* | nbdboot.key=*) key=${1#*=} ;;
+	tlshostname=* | nbdboot.tlshostname=*) tlsname=${1#*=} ;;
+	conns=* | nbdboot.conns=*) conns=${1#*=} ;;
 	ioctl | nbdboot.ioctl) method=ioctl ;;
 	readonly | nbdboot.readonly) ro=1 ;;
 	wait=* | nbdboot.wait=*) wait=${1#*=} ;;
@@ -21,8 +28,9 @@ opt() {
 }
 for w in $(cat "$file"); do
 	case $w in
-	root=nbd://* | netroot=nbd://*)
-		v=${w#*=nbd://} hp=${v%%/*} name=${v#*/}
+	root=nbd://* | netroot=nbd://* | root=nbds://* | netroot=nbds://*)
+		case $w in *=nbds://*) tls=1 ;; esac
+		v=${w#*://} hp=${v%%/*} name=${v#*/}
 		srv=${hp%:*} port=${hp##*:} ;;
 	root=nbd:* | netroot=nbd:*)
 		v=${w#*=nbd:}
@@ -49,7 +57,7 @@ done
 if [ $printenv = 1 ]; then
 	for v in "NBD_SERVER=$srv" "NBD_PORT=$port" "NBD_EXPORT=$name" "NBD_DEVICE=$dev" \
 		"NBD_ROOT=$root" "NBD_FSTYPE=$fs" "NBD_ROOTFLAGS=$flags" "NBD_METHOD=$method" \
-		"NBD_READONLY=$ro" "NBD_TLS=0"; do
+		"NBD_READONLY=$ro" "NBD_TLS=$tls" "NBD_CONNECTIONS=$conns"; do
 		echo "${v%%=*}='${v#*=}'"
 	done
 	exit 0
@@ -58,6 +66,14 @@ set -- "$srv" "$port" "$dev" -b 512
 [ -z "$name" ] || set -- "$@" -N "$name"
 [ $method = netlink ] || set -- "$@" -nonetlink -systemd-mark
 [ $ro = 0 ] || set -- "$@" -R
+[ "$conns" = 1 ] || set -- "$@" -C "$conns"
+if [ $tls = 1 ]; then
+	set -- "$@" -x
+	[ -z "$cacert" ] || set -- "$@" -A "$cacert"
+	[ -z "$cert" ] || set -- "$@" -F "$cert"
+	[ -z "$key" ] || set -- "$@" -K "$key"
+	[ -z "$tlsname" ] || set -- "$@" -H "$tlsname"
+fi
 end=$(($(date +%s) + wait))
 while :; do
 	out=$(nbd-client "$@" 2>&1) && break
