@@ -46,8 +46,12 @@ DEPS := musl-tools gcc libc6-dev make xz-utils ca-certificates nbdkit nbd-server
 .PHONY: all check deps demo bench clean distclean
 all: nbdboot
 
-nbdboot: nbdboot.c nbdboot.h $(TLS_DEPS)
+nbdboot: nbdboot.c nbdboot.h $(TLS_DEPS) $(BUILD)/config.tls$(NBDBOOT_TLS)
 	$(CC_MUSL) $(CFLAGS) $(TLS_CFLAGS) -o $@ nbdboot.c $(LDFLAGS) $(TLS_LIBS)
+
+# Switching NBDBOOT_TLS rebuilds everything that includes nbdboot.c.
+$(BUILD)/config.tls$(NBDBOOT_TLS):
+	@mkdir -p $(BUILD) && rm -f $(BUILD)/config.tls* && touch $@
 
 $(BEARSSL_LIB):
 	@command -v $(CC_MUSL) >/dev/null || { echo "make: $(CC_MUSL) missing: run 'make deps' as root"; exit 1; }
@@ -65,15 +69,15 @@ $(BEARSSL_SAN): $(BEARSSL_LIB)
 		LDDLL=$(CC_SAN) CFLAGS="-O2 -fPIC -W -Wall" build-gcc/libbearssl.a
 
 # Tests: unit tests include nbdboot.c itself, once with musl, once with ASan+UBSan.
-$(BUILD)/unit: tests/unit.c nbdboot.c nbdboot.h $(TLS_DEPS)
+$(BUILD)/unit: tests/unit.c nbdboot.c nbdboot.h $(TLS_DEPS) $(BUILD)/config.tls$(NBDBOOT_TLS)
 	@mkdir -p $(BUILD)
 	$(CC_MUSL) $(CFLAGS) $(TLS_CFLAGS) -I. -static -o $@ tests/unit.c $(TLS_LIBS)
 
-$(BUILD)/unit-asan: tests/unit.c nbdboot.c nbdboot.h $(SAN_DEPS)
+$(BUILD)/unit-asan: tests/unit.c nbdboot.c nbdboot.h $(SAN_DEPS) $(BUILD)/config.tls$(NBDBOOT_TLS)
 	@mkdir -p $(BUILD)
 	$(CC_SAN) $(SANFLAGS) $(TLS_CFLAGS) -I. -o $@ tests/unit.c $(SAN_LIBS)
 
-$(BUILD)/nbdboot-asan: nbdboot.c nbdboot.h $(SAN_DEPS)
+$(BUILD)/nbdboot-asan: nbdboot.c nbdboot.h $(SAN_DEPS) $(BUILD)/config.tls$(NBDBOOT_TLS)
 	@mkdir -p $(BUILD)
 	$(CC_SAN) $(SANFLAGS) $(TLS_CFLAGS) -o $@ nbdboot.c $(SAN_LIBS)
 
