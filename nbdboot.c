@@ -102,20 +102,23 @@ static void say(const char *fmt, ...)
 }
 
 static bool verbose;
-static int64_t t_start_ms;
-int64_t nbd_now_ms(void);
+static struct timespec t_start;
 
 /* With -v: where the time of a boot goes, one line per step. */
 static void trace(const char *fmt, ...)
 {
 	char line[256];
+	struct timespec now;
+	long long us;
 	va_list ap;
 	if (!verbose)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "nbdboot: +%lld ms: %s\n", (long long)(nbd_now_ms() - t_start_ms), line);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	us = (now.tv_sec - t_start.tv_sec) * 1000000LL + (now.tv_nsec - t_start.tv_nsec) / 1000;
+	fprintf(stderr, "nbdboot: +%lld.%03lld ms: %s\n", us / 1000, us % 1000, line);
 }
 
 void nbd_sanitise(char *out, size_t outsz, const uint8_t *in, size_t len)
@@ -3079,7 +3082,7 @@ int main(int argc, char **argv)
 {
 	static struct nbd_config cfg;
 	main_argv = argv;
-	t_start_ms = nbd_now_ms();
+	clock_gettime(CLOCK_MONOTONIC, &t_start);
 	signal(SIGPIPE, SIG_IGN);
 	if (nbd_parse_args(&cfg, argc - 1, argv + 1)) {
 		say("%s", nbd_last_error());

@@ -72,4 +72,14 @@ for mode in netlink ioctl; do
 done
 one nbdboot ioctl nbdboot-rss
 one ref ioctl ref-rss
+# nbdboot's own user-space part: from main() to the netlink CONNECT request
+# (-v prints each step's time since main()).
+i=1
+while [ $i -le "$runs" ]; do
+	t=$(nbdboot -v 10.0.2.2 "$port" "$dev" -b 512 2>&1 | sed -n 's/^nbdboot: +\([0-9.]*\) ms: netlink CONNECT$/\1/p')
+	echo "BENCH-USER nbdboot ${t:-none}"
+	nbdboot -d "$dev" >/dev/null 2>&1
+	settle user-$i
+	i=$((i + 1))
+done
 echo "BENCH-DONE uptime=$(cut -d' ' -f1 /proc/uptime)"
