@@ -1932,14 +1932,14 @@ static void tls_engine_setup(void)
 		br_ssl_engine_set_hash(e, id, hashes[i]);
 		br_x509_minimal_set_hash(&tls.xc, id, hashes[i]);
 	}
-	br_x509_minimal_set_rsa(&tls.xc, br_rsa_pkcs1_vrfy_get_default());
+	br_x509_minimal_set_rsa(&tls.xc, &br_rsa_i31_pkcs1_vrfy);
 	br_x509_minimal_set_ecdsa(&tls.xc, br_ec_get_default(), br_ecdsa_vrfy_asn1_get_default());
 	xw.vtable = &xw_vtable;
 	br_ssl_engine_set_x509(e, &xw.vtable);
 	br_ssl_engine_set_prf_sha256(e, br_tls12_sha256_prf);
 	br_ssl_engine_set_prf_sha384(e, br_tls12_sha384_prf);
 	br_ssl_engine_set_default_ec(e);
-	br_ssl_engine_set_default_rsavrfy(e);
+	br_ssl_engine_set_rsavrfy(e, &br_rsa_i31_pkcs1_vrfy);
 	br_ssl_engine_set_default_ecdsa(e);
 	br_ssl_engine_set_default_aes_gcm(e);
 	br_ssl_engine_set_default_chapol(e);
@@ -1970,7 +1970,7 @@ static int tls_client_auth(const struct nbd_config *cfg)
 	if (br_skey_decoder_key_type(&tls.skey) == BR_KEYTYPE_RSA)
 		br_ssl_client_set_single_rsa(&tls.sc, tls.chain, tls.nchain,
 					     br_skey_decoder_get_rsa(&tls.skey),
-					     br_rsa_pkcs1_sign_get_default());
+					     &br_rsa_i31_pkcs1_sign);
 	else
 		br_ssl_client_set_single_ec(&tls.sc, tls.chain, tls.nchain,
 					    br_skey_decoder_get_ec(&tls.skey), BR_KEYTYPE_SIGN,

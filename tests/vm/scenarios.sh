@@ -7,9 +7,9 @@
 #   NBDBOOT        binary under test (default ./nbdboot); RESULTS, VERBOSE as in tests/lib.sh
 #   SCEN_CLIENT=ref  check the scenarios themselves against Debian's nbd-client
 #                  (tests/vm/guest/refshim.sh stands in for nbdboot in the guest;
-#                  nbdboot's own messages are not checked; 7 then fails: nbd-client
-#                  neither names the reason nor gives up; 10 and 12 fail: its TLS
-#                  needs a resident process)
+#                  nbdboot's own messages are not checked; 7 and 13 then fail:
+#                  nbd-client neither names the reason nor gives up; 10 and 12
+#                  fail: its TLS needs a resident process)
 #   SCEN_TIMEOUT   seconds per qemu boot (default 100)
 # Console logs are kept in build/vm/scenario-N.log.  Each scenario is one boot:
 # the host serves a fresh copy of an ext4 image (tests/vm/mkroot.sh, /sbin/init =

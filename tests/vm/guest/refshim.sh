@@ -70,8 +70,8 @@ set -- "$srv" "$port" "$dev" -b 512
 if [ $tls = 1 ]; then
 	set -- "$@" -x
 	[ -z "$cacert" ] || set -- "$@" -A "$cacert"
-	[ -z "$cert" ] || set -- "$@" -F "$cert"
-	[ -z "$key" ] || set -- "$@" -K "$key"
+	[ -z "$cert" ] || set -- "$@" -certfile "$cert"  # 3.24 takes no -F
+	[ -z "$key" ] || set -- "$@" -keyfile "$key"
 	[ -z "$tlsname" ] || set -- "$@" -H "$tlsname"
 fi
 end=$(($(date +%s) + wait))
