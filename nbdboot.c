@@ -17,7 +17,6 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
@@ -51,6 +50,153 @@
 _Static_assert(NBD_REPLY_MAX >= NBD_INFO_MAX, "receive buffer holds an INFO");
 _Static_assert(NBD_REPLY_MAX >= NBD_ERRMSG_MAX, "receive buffer holds an error");
 
+/* ==== Formatting ============================================================
+ * A small printf for messages and output: libc's brings floating point and
+ * wide characters, a sixth of the binary.  Handles what nbdboot uses:
+ * %s %c %d %i %u %x with flags '-' and '0', a width, a precision (digits or
+ * '*', which for %s bounds the bytes read), and the l, ll and z modifiers.
+ */
+
+struct fmt_out {
+	char *buf;
+	size_t len, size;
+};
+
+static void fmt_put(struct fmt_out *o, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++, o->len++)
+		if (o->len + 1 < o->size)
+			o->buf[o->len] = s[i];
+}
+
+static void fmt_pad(struct fmt_out *o, char c, size_t n)
+{
+	while (n--)
+		fmt_put(o, &c, 1);
+}
+
+static void fmt_num(struct fmt_out *o, unsigned long long v, bool neg, unsigned base, size_t width,
+		    bool zero, bool left)
+{
+	char digits[24];
+	size_t n = 0, total;
+	do {
+		digits[sizeof digits - ++n] = "0123456789abcdef"[v % base];
+		v /= base;
+	} while (v);
+	total = n + neg;
+	if (!left && !zero && width > total)
+		fmt_pad(o, ' ', width - total);
+	if (neg)
+		fmt_put(o, "-", 1);
+	if (!left && zero && width > total)
+		fmt_pad(o, '0', width - total);
+	fmt_put(o, digits + sizeof digits - n, n);
+	if (left && width > total)
+		fmt_pad(o, ' ', width - total);
+}
+
+__attribute__((format(printf, 3, 0)))
+static int vfmt(char *buf, size_t size, const char *f, va_list ap)
+{
+	struct fmt_out o = { buf, 0, size };
+	for (; *f; f++) {
+		bool left = false, zero = false, z = false;
+		size_t width = 0;
+		int prec = -1, longs = 0;
+		if (*f != '%') {
+			fmt_put(&o, f, 1);
+			continue;
+		}
+		for (f++; *f == '-' || *f == '0'; f++)
+			*f == '-' ? (left = true) : (zero = true);
+		for (; *f >= '0' && *f <= '9'; f++)
+			width = width * 10 + (size_t)(*f - '0');
+		if (*f == '.') {
+			if (*++f == '*') {
+				prec = va_arg(ap, int);
+				f++;
+			} else {
+				for (prec = 0; *f >= '0' && *f <= '9'; f++)
+					prec = prec * 10 + (*f - '0');
+			}
+		}
+		for (; *f == 'l'; f++)
+			longs++;
+		if (*f == 'z') {
+			z = true;
+			f++;
+		}
+		if (*f == 's') {
+			const char *s = va_arg(ap, const char *);
+			size_t n = prec >= 0 ? strnlen(s, (size_t)prec) : strlen(s);
+			if (!left && width > n)
+				fmt_pad(&o, ' ', width - n);
+			fmt_put(&o, s, n);
+			if (left && width > n)
+				fmt_pad(&o, ' ', width - n);
+		} else if (*f == 'c') {
+			char c = (char)va_arg(ap, int);
+			fmt_put(&o, &c, 1);
+		} else if (*f == 'd' || *f == 'i') {
+			long long v = longs > 1 ? va_arg(ap, long long) : longs ? va_arg(ap, long)
+						: z ? va_arg(ap, ssize_t) : va_arg(ap, int);
+			fmt_num(&o, v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v, v < 0, 10,
+				width, zero, left);
+		} else if (*f == 'u' || *f == 'x') {
+			unsigned long long v = longs > 1 ? va_arg(ap, unsigned long long)
+					       : longs  ? va_arg(ap, unsigned long)
+					       : z      ? va_arg(ap, size_t)
+							: va_arg(ap, unsigned);
+			fmt_num(&o, v, false, *f == 'x' ? 16 : 10, width, zero, left);
+		} else {
+			fmt_put(&o, "%", 1);
+			if (!*f)
+				break;
+		}
+	}
+	if (size)
+		buf[o.len < size ? o.len : size - 1] = 0;
+	return (int)o.len;
+}
+
+__attribute__((format(printf, 3, 4)))
+static int fmt(char *buf, size_t size, const char *f, ...)
+{
+	va_list ap;
+	int n;
+	va_start(ap, f);
+	n = vfmt(buf, size, f, ap);
+	va_end(ap);
+	return n;
+}
+
+static bool output_failed;
+
+/* Formatted output straight to fd 1 or 2: no stdio buffers to flush. */
+__attribute__((format(printf, 2, 3)))
+static void put_fd(int fd, const char *f, ...)
+{
+	char line[4096];
+	va_list ap;
+	size_t len, done = 0;
+	va_start(ap, f);
+	len = (size_t)vfmt(line, sizeof line, f, ap);
+	va_end(ap);
+	if (len >= sizeof line)
+		len = sizeof line - 1;
+	while (done < len) {
+		ssize_t r = write(fd, line + done, len - done);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			output_failed = true;
+			return;
+		}
+		done += (size_t)r;
+	}
+}
+
 /* ==== Errors ================================================================
  * The first failure is recorded with its class (exit code) and whether a
  * retry may help; callers return -1 and main() prints it once.  Owns the
@@ -66,7 +212,7 @@ static struct {
 static int fail_v(int cls, bool transient, const char *fmt, va_list ap)
 {
 	int saved = errno;
-	vsnprintf(err.msg, sizeof err.msg, fmt, ap);
+	vfmt(err.msg, sizeof err.msg, fmt, ap);
 	err.cls = cls;
 	err.transient = transient;
 	errno = saved;
@@ -96,9 +242,9 @@ static void say(const char *fmt, ...)
 	char line[768];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
+	vfmt(line, sizeof line, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "nbdboot: %s\n", line);
+	put_fd(2, "nbdboot: %s\n", line);
 }
 
 static bool verbose;
@@ -114,11 +260,11 @@ static void trace(const char *fmt, ...)
 	if (!verbose)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
+	vfmt(line, sizeof line, fmt, ap);
 	va_end(ap);
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	us = (now.tv_sec - t_start.tv_sec) * 1000000LL + (now.tv_nsec - t_start.tv_nsec) / 1000;
-	fprintf(stderr, "nbdboot: +%lld.%03lld ms: %s\n", us / 1000, us % 1000, line);
+	put_fd(2, "nbdboot: +%lld.%03lld ms: %s\n", us / 1000, us % 1000, line);
 }
 
 void nbd_sanitise(char *out, size_t outsz, const uint8_t *in, size_t len)
@@ -208,7 +354,7 @@ static int fail_prefix(const char *prefix)
 {
 	char last[sizeof err.msg];
 	memcpy(last, err.msg, sizeof last);
-	snprintf(err.msg, sizeof err.msg, "%s: %.*s", prefix, (int)(sizeof last - 64), last);
+	fmt(err.msg, sizeof err.msg, "%s: %.*s", prefix, (int)(sizeof last - 64), last);
 	return -1;
 }
 
@@ -253,7 +399,7 @@ static int set_port(struct nbd_config *cfg, const char *s)
 	uint64_t v;
 	if (parse_uint(s, 1, 65535, &v, "port"))
 		return -1;
-	snprintf(cfg->port, sizeof cfg->port, "%u", (unsigned)v);
+	fmt(cfg->port, sizeof cfg->port, "%u", (unsigned)v);
 	return 0;
 }
 
@@ -300,7 +446,7 @@ static int set_device(struct nbd_config *cfg, const char *s)
 			return fail_usage("'%s' is not an nbd device (expected /dev/nbdN)", shown_name(s));
 	if (strlen(base) + 5 > NBD_DEVICE_MAX)
 		return fail_usage("device name '%s' is too long", shown_name(s));
-	snprintf(buf, sizeof buf, "/dev/%s", base);
+	fmt(buf, sizeof buf, "/dev/%s", base);
 	return copy_str(cfg->device, sizeof cfg->device, buf, "device");
 }
 
@@ -714,7 +860,7 @@ static int cmdline_debian(struct nbd_config *cfg, char *v)
 	const char *env_path = getenv("ROOTPATH"), *env_srv = getenv("ROOTSERVER");
 	if ((!*v || !strcmp(v, "dhcp")) && env_path && *env_path && strlen(env_path) < 512) {
 		static char dhcp[512];
-		snprintf(dhcp, sizeof dhcp, "%s", env_path);
+		fmt(dhcp, sizeof dhcp, "%s", env_path);
 		v = dhcp;
 		comma = strchr(v, ',');
 	} else if (!*v || !strcmp(v, "dhcp")) {
@@ -876,11 +1022,11 @@ static const char *server_name(const struct nbd_config *cfg)
 {
 	static char buf[NBD_HOST_MAX + NBD_UNIX_MAX + 16];
 	if (cfg->unix_path[0])
-		snprintf(buf, sizeof buf, "%s", cfg->unix_path);
+		fmt(buf, sizeof buf, "%s", cfg->unix_path);
 	else if (strchr(cfg->host, ':'))
-		snprintf(buf, sizeof buf, "[%s]:%s", cfg->host, cfg->port);
+		fmt(buf, sizeof buf, "[%s]:%s", cfg->host, cfg->port);
 	else
-		snprintf(buf, sizeof buf, "%s:%s", cfg->host, cfg->port);
+		fmt(buf, sizeof buf, "%s:%s", cfg->host, cfg->port);
 	return buf;
 }
 
@@ -1133,7 +1279,7 @@ static const char *server_says(const struct reply *r)
 	if (!r->len)
 		return "";
 	nbd_sanitise(text, sizeof text, r->data, r->len);
-	snprintf(buf, sizeof buf, " (server says: %s)", text);
+	fmt(buf, sizeof buf, " (server says: %s)", text);
 	return buf;
 }
 
@@ -1143,9 +1289,9 @@ static int reply_error(const struct reply *r, uint32_t opt, const char *name)
 	const char *says = server_says(r), *on = opt_name(opt);
 	char exp[NBD_SHOW_MAX + 32];
 	if (*name)
-		snprintf(exp, sizeof exp, "export '%s'", shown_name(name));
+		fmt(exp, sizeof exp, "export '%s'", shown_name(name));
 	else
-		snprintf(exp, sizeof exp, "the default export");
+		fmt(exp, sizeof exp, "the default export");
 	switch (r->type) {
 	case NBD_REP_ERR_UNSUP:
 		return fail_server("server does not support %s%s", on, says);
@@ -2602,7 +2748,7 @@ static int attach_netlink(struct attach *a, char *dev, size_t devsz)
 		nl_end(&m);
 	}
 	nl_end(&m);
-	snprintf(ident, sizeof ident, "nbdboot:%s", server_name(cfg));
+	fmt(ident, sizeof ident, "nbdboot:%s", server_name(cfg));
 	nl_put(&m, NBD_ATTR_BACKEND_IDENTIFIER, ident, strlen(ident) + 1);
 	trace("netlink CONNECT");
 	r = nl_talk(fd, &m, NBD_ATTR_INDEX, &index);
@@ -2611,7 +2757,7 @@ static int attach_netlink(struct attach *a, char *dev, size_t devsz)
 	if (r < 0)
 		return kernel_error(-r, a->index >= 0 ? dev : "an nbd device", "connect");
 	if (a->index < 0)
-		snprintf(dev, devsz, "/dev/nbd%u", index);
+		fmt(dev, devsz, "/dev/nbd%u", index);
 	return 0;
 }
 
@@ -2777,14 +2923,14 @@ static int run_attach(const struct nbd_config *cfg)
 	memset(&a, 0, sizeof a);
 	a.cfg = cfg;
 	a.index = cfg->device[0] ? device_index(cfg->device) : -1;
-	snprintf(dev, sizeof dev, "%s", cfg->device);
+	fmt(dev, sizeof dev, "%s", cfg->device);
 	r = connect_all(&a) || choose_block_size(&a) ? -1 : 0;
 	if (r == 0 && !cfg->use_ioctl)
 		r = attach_netlink(&a, dev, sizeof dev);
 	if (r == 1 || (r == 0 && cfg->use_ioctl)) {
 		method = "ioctl";
 		if (!dev[0])
-			snprintf(dev, sizeof dev, "/dev/nbd0");
+			fmt(dev, sizeof dev, "/dev/nbd0");
 		holder = attach_ioctl(&a, dev);
 		r = holder < 0 ? -1 : 0;
 	}
@@ -2813,7 +2959,7 @@ static int run_check(const struct nbd_config *cfg)
 	char path[96], pid[32] = "";
 	int fd;
 	ssize_t n;
-	snprintf(path, sizeof path, "/sys/block/%s/pid", cfg->device + 5);
+	fmt(path, sizeof path, "/sys/block/%s/pid", cfg->device + 5);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 && access("/sys/block", F_OK))
 		return fail_kernel("cannot check %s: /sys is not mounted", cfg->device);
@@ -2825,7 +2971,7 @@ static int run_check(const struct nbd_config *cfg)
 	n = read(fd, pid, sizeof pid - 1);
 	close(fd);
 	pid[n > 0 ? n : 0] = 0;
-	printf("%s", pid);
+	put_fd(1, "%s", pid);
 	return 0;
 }
 
@@ -2875,15 +3021,15 @@ static void print_flags(uint16_t flags)
 		"SEND_WRITE_ZEROES", "SEND_DF", "CAN_MULTI_CONN", "SEND_RESIZE", "SEND_CACHE",
 		"SEND_FAST_ZERO",
 	};
-	printf("flags: 0x%x", flags);
+	put_fd(1, "flags: 0x%x", flags);
 	for (unsigned i = 0; i < 16; i++)
 		if (flags & (1u << i)) {
 			if (i < sizeof names / sizeof names[0])
-				printf(" %s", names[i]);
+				put_fd(1, " %s", names[i]);
 			else
-				printf(" BIT%u", i);
+				put_fd(1, " BIT%u", i);
 		}
-	printf("\n");
+	put_fd(1, "\n");
 }
 
 static void print_probe(const struct nbd_config *cfg, const struct nbd_export *ex)
@@ -2893,23 +3039,23 @@ static void print_probe(const struct nbd_config *cfg, const struct nbd_export *e
 		[HS_FIXED_EXPORT_NAME] = "fixed-newstyle export-name",
 		[HS_FIXED_GO] = "fixed-newstyle go",
 	};
-	printf("export: %s\n", cfg->name[0] ? shown_name(cfg->name) : "(default)");
-	printf("size: %llu\n", (unsigned long long)ex->size);
+	put_fd(1, "export: %s\n", cfg->name[0] ? shown_name(cfg->name) : "(default)");
+	put_fd(1, "size: %llu\n", (unsigned long long)ex->size);
 	print_flags(ex->flags);
-	printf("read-only: %s\n", ex->flags & NBD_FLAG_READ_ONLY ? "yes" : "no");
+	put_fd(1, "read-only: %s\n", ex->flags & NBD_FLAG_READ_ONLY ? "yes" : "no");
 	if (ex->has_block_sizes)
-		printf("block-size: minimum %u preferred %u maximum %u\n", ex->min_block,
+		put_fd(1, "block-size: minimum %u preferred %u maximum %u\n", ex->min_block,
 		       ex->pref_block, ex->max_block);
 	else
-		printf("block-size: not advertised\n");
-	printf("handshake: %s\n", how[ex->how]);
+		put_fd(1, "block-size: not advertised\n");
+	put_fd(1, "handshake: %s\n", how[ex->how]);
 #if NBDBOOT_TLS
 	if (ex->tls) {
-		printf("tls: yes (TLS1.2 %s)\n", tls_suite_name());
+		put_fd(1, "tls: yes (TLS1.2 %s)\n", tls_suite_name());
 		return;
 	}
 #endif
-	printf("tls: no\n");
+	put_fd(1, "tls: no\n");
 }
 
 static void print_list_entry(const char *name, const char *desc, void *arg)
@@ -2918,7 +3064,7 @@ static void print_list_entry(const char *name, const char *desc, void *arg)
 	(void)arg;
 	nbd_sanitise(n, sizeof n, (const uint8_t *)name, strlen(name));
 	nbd_sanitise(d, sizeof d, (const uint8_t *)desc, strlen(desc));
-	printf(*d ? "%s\t%s\n" : "%s\n", n, d);
+	put_fd(1, *d ? "%s\t%s\n" : "%s\n", n, d);
 }
 
 static int list_op(struct nbd_conn *c, void *arg)
@@ -2928,9 +3074,9 @@ static int list_op(struct nbd_conn *c, void *arg)
 
 /* ==== Main ================================================================== */
 
-static void usage(FILE *f)
+static void usage(int fd)
 {
-	fprintf(f,
+	put_fd(fd,
 		"Usage: nbdboot HOST [PORT] [/dev/nbdN] [options]   attach an export\n"
 		"       nbdboot nbd://HOST[:PORT]/EXPORT [/dev/nbdN] [options]\n"
 		"       nbdboot --probe TARGET [options]   negotiate and print the export, attach nothing\n"
@@ -2986,10 +3132,18 @@ static int run_probe(const struct nbd_config *cfg)
 /* A value the shell reads back verbatim inside single quotes. */
 static void print_var(const char *name, const char *v)
 {
-	printf("%s='", name);
-	for (; *v; v++)
-		printf(*v == '\'' ? "'\\''" : "%c", *v);
-	printf("'\n");
+	char q[4 * NBD_STRING_MAX + 8];
+	size_t n = 0;
+	for (; *v && n + 5 < sizeof q; v++) {
+		if (*v == '\'') {
+			memcpy(q + n, "'\\''", 4);
+			n += 4;
+		} else {
+			q[n++] = *v;
+		}
+	}
+	q[n] = 0;
+	put_fd(1, "%s='%s'\n", name, q);
 }
 
 static void print_env(const struct nbd_config *cfg)
@@ -3006,13 +3160,13 @@ static void print_env(const struct nbd_config *cfg)
 	print_var("NBD_METHOD", cfg->use_ioctl ? "ioctl" : "netlink");
 	print_var("NBD_READONLY", cfg->readonly ? "1" : "0");
 	print_var("NBD_TLS", cfg->tls ? "1" : "0");
-	snprintf(num, sizeof num, "%u", cfg->wait_seconds);
+	fmt(num, sizeof num, "%u", cfg->wait_seconds);
 	print_var("NBD_WAIT", num);
-	snprintf(num, sizeof num, "%u", cfg->block_size ? cfg->block_size : NBD_DEFAULT_BLOCK);
+	fmt(num, sizeof num, "%u", cfg->block_size ? cfg->block_size : NBD_DEFAULT_BLOCK);
 	print_var("NBD_BLOCKSIZE", num);
-	snprintf(num, sizeof num, "%u", cfg->timeout);
+	fmt(num, sizeof num, "%u", cfg->timeout);
 	print_var("NBD_TIMEOUT", num);
-	snprintf(num, sizeof num, "%u", cfg->conns);
+	fmt(num, sizeof num, "%u", cfg->conns);
 	print_var("NBD_CONNECTIONS", num);
 }
 
@@ -3051,10 +3205,10 @@ static int run(struct nbd_config *cfg)
 {
 	switch (cfg->mode) {
 	case MODE_HELP:
-		usage(stdout);
+		usage(1);
 		return 0;
 	case MODE_VERSION:
-		printf("nbdboot %s%s\n", NBDBOOT_VERSION, NBDBOOT_TLS ? "" : " (no TLS)");
+		put_fd(1, "nbdboot %s%s\n", NBDBOOT_VERSION, NBDBOOT_TLS ? "" : " (no TLS)");
 		return 0;
 	case MODE_PROBE:
 		return run_probe(cfg);
@@ -3089,7 +3243,7 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (run(&cfg) == 0)
-		return fflush(stdout) ? EXIT_SERVER : 0;
+		return output_failed ? EXIT_SERVER : 0;
 	say("%s", nbd_last_error());
 	return nbd_last_error_class();
 }

@@ -13,6 +13,7 @@
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 
 #include <signal.h>
+#include <stdio.h>
 #include <sys/wait.h>
 
 static int passed, failed;
@@ -910,6 +911,40 @@ static void test_pem_errors(void)
 }
 #endif
 
+/* ---- Formatting: nbdboot's own printf against libc's ------------------------ */
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+static void fmt_case(const char *name, const char *f, ...)
+{
+	char mine[128], libc[128], why[300];
+	va_list ap, aq;
+	va_start(ap, f);
+	va_copy(aq, ap);
+	int n1 = vfmt(mine, sizeof mine, f, ap);
+	int n2 = vsnprintf(libc, sizeof libc, f, aq);
+	va_end(aq);
+	va_end(ap);
+	snprintf(why, sizeof why, "'%s' (%d) vs libc '%s' (%d)", mine, n1, libc, n2);
+	report(name, n1 == n2 && !strcmp(mine, libc), why);
+}
+#pragma GCC diagnostic pop
+
+static void test_fmt(void)
+{
+	char small[8];
+	fmt_case("fmt: strings and precision", "a%sb%.*sc%.3s", "xy", 2, "12345", "abcdef");
+	fmt_case("fmt: signed", "%d %d %i %lld %lld", 0, -42, 7, (long long)INT64_MIN, 123456789012LL);
+	fmt_case("fmt: unsigned and hex", "%u %x %llu %zu %lu", 4000000000u, 0xbeefu,
+		 (unsigned long long)UINT64_MAX, (size_t)17, 99ul);
+	fmt_case("fmt: zero padding", "%016llx %03lld %05u", 0x1234ULL, 7LL, 42u);
+	fmt_case("fmt: width and left", "[%6s][%-6s][%4d][%-4u]", "ab", "cd", -3, 5u);
+	fmt_case("fmt: chars and percent", "%c%c 100%% %%-escape", 'o', 'k');
+	int n = fmt(small, sizeof small, "%s", "truncated text");
+	report("fmt: truncates to the buffer and returns the full length",
+	       n == 14 && !strcmp(small, "truncat"), small);
+}
+
 int main(void)
 {
 	const char *rpath = getenv("RESULTS");
@@ -920,6 +955,7 @@ int main(void)
 	test_args_flags();
 	test_uri_tls();
 	test_sanitise();
+	test_fmt();
 	test_go_success();
 	test_client_flags_not_offered();
 	test_unknown_info_skipped();
