@@ -105,6 +105,7 @@ demo: deps
 bench: deps
 	$(MAKE) nbdboot
 	bench/attach
+	bench/tls
 
 clean:
 	rm -f nbdboot $(BUILD)/unit $(BUILD)/unit-asan $(BUILD)/nbdboot-asan $(BUILD)/results.txt
