@@ -1623,9 +1623,10 @@ static int with_retries(const struct nbd_config *cfg, int (*op)(struct nbd_conn 
 	int64_t delay = 100;
 	for (;;) {
 		struct nbd_conn c = { .fd = -1, .deadline_ms = deadline };
+		trace("connecting to %s", server_name(cfg));
 		c.fd = cfg->unix_path[0] ? connect_unix(cfg, deadline) : connect_tcp(cfg, deadline);
 		if (c.fd >= 0) {
-			trace("connected to %s", server_name(cfg));
+			trace("connected");
 			if (op(&c, arg) == 0) {
 				trace("negotiated");
 				return c.fd;
@@ -2633,15 +2634,18 @@ static void nl_end(struct nlmsg *m)
 	memcpy(m->buf + at, &len, sizeof len);
 }
 
-/* Send m and read until the ACK; the first attribute of type want (u32 or
- * u16) in a reply lands in *out.  Returns 0 or a negative errno. */
-static int nl_talk(int fd, struct nlmsg *m, uint16_t want, uint32_t *out)
+static int nl_send(int fd, struct nlmsg *m)
 {
-	static uint8_t rx[8192];
 	struct nl_hdr *h = (struct nl_hdr *)m->buf;
 	h->len = (uint32_t)m->len;
-	if (send(fd, m->buf, m->len, 0) < 0)
-		return -errno;
+	return send(fd, m->buf, m->len, 0) < 0 ? -errno : 0;
+}
+
+/* Read until the ACK; the first attribute of type want (u32 or u16) in a
+ * reply lands in *out.  Returns 0 or a negative errno. */
+static int nl_recv(int fd, uint16_t want, uint32_t *out)
+{
+	static uint8_t rx[8192];
 	for (int rounds = 0; rounds < 16; rounds++) {
 		ssize_t n = recv(fd, rx, sizeof rx, 0);
 		if (n < 0)
@@ -2677,20 +2681,39 @@ static int nl_talk(int fd, struct nlmsg *m, uint16_t want, uint32_t *out)
 	return -EBADMSG;
 }
 
-/* Open a generic netlink socket and resolve the "nbd" family; -1 with
- * errno ENOENT when the kernel has no such family. */
-static int nl_open(uint16_t *family)
+static int nl_talk(int fd, struct nlmsg *m, uint16_t want, uint32_t *out)
+{
+	int r = nl_send(fd, m);
+	return r < 0 ? r : nl_recv(fd, want, out);
+}
+
+/* Ask for the "nbd" family's id; the answer is read by nl_family().  Split
+ * so the kernel can answer while the server is being reached. */
+static int nl_ask_family(void)
 {
 	struct timeval tv = { .tv_sec = 10 };
 	struct nlmsg m;
-	uint32_t id = 0;
-	int r, fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
 	if (fd < 0)
 		return -1;
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	nl_start(&m, GENL_ID_CTRL, CTRL_CMD_GETFAMILY);
 	nl_put(&m, CTRL_ATTR_FAMILY_NAME, NBD_GENL_FAMILY_NAME, sizeof NBD_GENL_FAMILY_NAME);
-	r = nl_talk(fd, &m, CTRL_ATTR_FAMILY_ID, &id);
+	if (nl_send(fd, &m) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+/* The family id for a socket from nl_ask_family(); on failure the socket is
+ * closed and errno is ENOENT when the kernel has no such family. */
+static int nl_family(int fd, uint16_t *family)
+{
+	uint32_t id = 0;
+	int r = nl_recv(fd, CTRL_ATTR_FAMILY_ID, &id);
 	if (r < 0 || !id) {
 		close(fd);
 		errno = r < 0 ? -r : ENOENT;
@@ -2698,6 +2721,12 @@ static int nl_open(uint16_t *family)
 	}
 	*family = (uint16_t)id;
 	return fd;
+}
+
+static int nl_open(uint16_t *family)
+{
+	int fd = nl_ask_family();
+	return fd < 0 ? -1 : nl_family(fd, family);
 }
 
 static int kernel_error(int e, const char *dev, const char *what)
@@ -2721,14 +2750,14 @@ static int kernel_error(int e, const char *dev, const char *what)
 }
 
 /* NBD_CMD_CONNECT; 1 when the family is missing (try ioctls), 0, or -1. */
-static int attach_netlink(struct attach *a, char *dev, size_t devsz)
+static int attach_netlink(struct attach *a, int asked, char *dev, size_t devsz)
 {
 	const struct nbd_config *cfg = a->cfg;
 	char ident[NBD_HOST_MAX + 32];
 	uint16_t family;
 	uint32_t index = 0;
 	struct nlmsg m;
-	int r, fd = nl_open(&family);
+	int r, fd = asked < 0 ? (errno = ENOENT, -1) : nl_family(asked, &family);
 	if (fd < 0)
 		return errno == ENOENT ? 1 : kernel_error(errno, "nbd", "reach netlink for");
 	nl_start(&m, family, NBD_CMD_CONNECT);
@@ -2859,29 +2888,31 @@ static uint64_t device_size(const char *dev)
  * partition's node exists; opening the device runs the partition scan. */
 static int wait_ready(const char *dev, const char *root, pid_t holder)
 {
-	int64_t deadline = nbd_now_ms() + NBD_READY_WAIT_MS;
+	int64_t deadline = nbd_now_ms() + NBD_READY_WAIT_MS, sized_at = 0;
 	bool rescanned = false;
 	for (;;) {
 		if (holder > 0 && waitpid(holder, NULL, WNOHANG) == holder)
 			return fail_kernel("the process holding %s exited before the device was ready "
 					   "(see dmesg)", dev);
-		if (device_size(dev) > 0) {
-			if (!rescanned) {
-				int fd = open(dev, O_RDONLY | O_CLOEXEC);
-				if (fd >= 0) {
-					ioctl(fd, BLKRRPART);
-					close(fd);
-				}
-				rescanned = true;
+		/* Opening a sized device runs the kernel's pending partition scan. */
+		if (!sized_at && device_size(dev) > 0)
+			sized_at = nbd_now_ms();
+		if (sized_at && (!strcmp(root, dev) || access(root, F_OK) == 0))
+			return 0;
+		if (sized_at && !rescanned && nbd_now_ms() - sized_at > 100) {
+			int fd = open(dev, O_RDONLY | O_CLOEXEC); /* kernels that scan only when asked */
+			if (fd >= 0) {
+				ioctl(fd, BLKRRPART);
+				close(fd);
 			}
-			if (!strcmp(root, dev) || access(root, F_OK) == 0)
-				return 0;
+			rescanned = true;
 		}
-		if (nbd_now_ms() > deadline)
-			return fail_kernel(rescanned ? "%s has no partition %s after %d s: check the "
-						       "image's partition table"
-						     : "%s did not come up within %d s%s",
-					   dev, rescanned ? root : "", NBD_READY_WAIT_MS / 1000);
+		if (nbd_now_ms() > deadline) {
+			if (sized_at)
+				return fail_kernel("%s has no partition %s after %d s: check the image's "
+						   "partition table", dev, root, NBD_READY_WAIT_MS / 1000);
+			return fail_kernel("%s did not come up within %d s", dev, NBD_READY_WAIT_MS / 1000);
+		}
 		sleep_ms(2); /* the holder starts within milliseconds; polling is cheap */
 	}
 }
@@ -2924,9 +2955,12 @@ static int run_attach(const struct nbd_config *cfg)
 	a.cfg = cfg;
 	a.index = cfg->device[0] ? device_index(cfg->device) : -1;
 	fmt(dev, sizeof dev, "%s", cfg->device);
+	int asked = cfg->use_ioctl ? -1 : nl_ask_family();
 	r = connect_all(&a) || choose_block_size(&a) ? -1 : 0;
 	if (r == 0 && !cfg->use_ioctl)
-		r = attach_netlink(&a, dev, sizeof dev);
+		r = attach_netlink(&a, asked, dev, sizeof dev);
+	else if (asked >= 0)
+		close(asked);
 	if (r == 1 || (r == 0 && cfg->use_ioctl)) {
 		method = "ioctl";
 		if (!dev[0])
