@@ -3271,6 +3271,11 @@ int main(int argc, char **argv)
 	static struct nbd_config cfg;
 	main_argv = argv;
 	clock_gettime(CLOCK_MONOTONIC, &t_start);
+	/* Early in a boot fds 0-2 may be closed: a socket must never land there,
+	 * where a message would be written into it. */
+	for (int fd = 0; fd < 3; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd)
+			open("/", O_RDONLY | O_DIRECTORY);
 	signal(SIGPIPE, SIG_IGN);
 	if (nbd_parse_args(&cfg, argc - 1, argv + 1)) {
 		say("%s", nbd_last_error());
