@@ -254,8 +254,8 @@ static struct timespec t_start;
 static void trace(const char *fmt, ...)
 {
 	char line[256];
-	struct timespec now;
-	long long us;
+	struct timespec now, cpu;
+	long long us, cpu_us;
 	va_list ap;
 	if (!verbose)
 		return;
@@ -264,7 +264,10 @@ static void trace(const char *fmt, ...)
 	va_end(ap);
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	us = (now.tv_sec - t_start.tv_sec) * 1000000LL + (now.tv_nsec - t_start.tv_nsec) / 1000;
-	put_fd(2, "nbdboot: +%lld.%03lld ms: %s\n", us / 1000, us % 1000, line);
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu); /* our own work, not the waiting */
+	cpu_us = cpu.tv_sec * 1000000LL + cpu.tv_nsec / 1000;
+	put_fd(2, "nbdboot: +%lld.%03lld ms (cpu %lld.%03lld ms): %s\n", us / 1000, us % 1000,
+	       cpu_us / 1000, cpu_us % 1000, line);
 }
 
 void nbd_sanitise(char *out, size_t outsz, const uint8_t *in, size_t len)

@@ -76,8 +76,9 @@ one ref ioctl ref-rss
 # (-v prints each step's time since main()).
 i=1
 while [ $i -le "$runs" ]; do
-	t=$(nbdboot -v 10.0.2.2 "$port" "$dev" -b 512 2>&1 | sed -n 's/^nbdboot: +\([0-9.]*\) ms: netlink CONNECT$/\1/p')
-	echo "BENCH-USER nbdboot ${t:-none}"
+	t=$(nbdboot -v 10.0.2.2 "$port" "$dev" -b 512 2>&1 |
+		sed -n 's/^nbdboot: +\([0-9.]*\) ms (cpu \([0-9.]*\) ms): netlink CONNECT$/\1 \2/p')
+	echo "BENCH-USER nbdboot ${t:-none none}"
 	nbdboot -d "$dev" >/dev/null 2>&1
 	settle user-$i
 	i=$((i + 1))
