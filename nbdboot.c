@@ -2115,7 +2115,8 @@ static int tls_client_auth(const struct nbd_config *cfg)
 	}
 	if (!cfg->cert[0] || !cfg->key[0])
 		return fail_usage("a client certificate needs both --cert and --key");
-	if (load_pem(cfg->cert, PEM_CHAIN) || load_pem(cfg->key, PEM_KEY))
+	/* loaded once: every connection of a device presents the same chain */
+	if (!tls.nchain && (load_pem(cfg->cert, PEM_CHAIN) || load_pem(cfg->key, PEM_KEY)))
 		return -1;
 	if (br_skey_decoder_key_type(&tls.skey) == BR_KEYTYPE_RSA)
 		br_ssl_client_set_single_rsa(&tls.sc, tls.chain, tls.nchain,
