@@ -2810,6 +2810,17 @@ static int detach_netlink(int index)
 
 /* -- ioctls --------------------------------------------------------------------- */
 
+static uint64_t device_size(const char *dev);
+
+/* Connected already, through either interface: the kernel shows a pid, or
+ * the device has a size. */
+static bool device_in_use(const char *dev)
+{
+	char path[96];
+	fmt(path, sizeof path, "/sys/block/%s/pid", dev + 5);
+	return access(path, F_OK) == 0 || device_size(dev) > 0;
+}
+
 static void become_resident(int keep_a, int keep_b, bool daemon);
 
 /* Configure the device and fork the NBD_DO_IT holder; returns its pid. */
@@ -2817,8 +2828,14 @@ static pid_t attach_ioctl(struct attach *a, const char *dev)
 {
 	const struct nbd_config *cfg = a->cfg;
 	unsigned long flags = a->ex.flags | (cfg->readonly ? NBD_FLAG_READ_ONLY : 0);
-	int one = 1, nbd = open(dev, O_RDWR | O_CLOEXEC);
+	int one = 1, nbd;
+	unsigned set = 0;
 	pid_t pid;
+	/* The size and flag ioctls would reconfigure a live device before
+	 * SET_SOCK refused: look first, touch nothing that is in use. */
+	if (device_in_use(dev))
+		return kernel_error(EBUSY, dev, "connect");
+	nbd = open(dev, O_RDWR | O_CLOEXEC);
 	if (nbd < 0)
 		return kernel_error(errno, dev, "open");
 	if (ioctl(nbd, NBD_SET_BLKSIZE, (unsigned long)a->block_size) < 0 ||
@@ -2826,8 +2843,8 @@ static pid_t attach_ioctl(struct attach *a, const char *dev)
 	    (cfg->timeout && ioctl(nbd, NBD_SET_TIMEOUT, (unsigned long)cfg->timeout) < 0) ||
 	    ioctl(nbd, NBD_SET_FLAGS, flags) < 0)
 		goto fail;
-	for (unsigned i = 0; i < a->nfds; i++)
-		if (ioctl(nbd, NBD_SET_SOCK, (unsigned long)a->fds[i]) < 0)
+	for (; set < a->nfds; set++)
+		if (ioctl(nbd, NBD_SET_SOCK, (unsigned long)a->fds[set]) < 0)
 			goto fail;
 	if ((flags & NBD_FLAG_READ_ONLY) && ioctl(nbd, BLKROSET, &one) < 0)
 		goto fail;
@@ -2847,7 +2864,8 @@ static pid_t attach_ioctl(struct attach *a, const char *dev)
 	return pid ? pid : getppid();
 fail:
 	kernel_error(errno, dev, "configure");
-	ioctl(nbd, NBD_CLEAR_SOCK);
+	if (set) /* only sockets we gave it: CLEAR_SOCK would cut anyone's */
+		ioctl(nbd, NBD_CLEAR_SOCK);
 	close(nbd);
 	return -1;
 }

@@ -23,6 +23,7 @@
 #   6 ioctl mode (dracut's NBDOPTS field: root=nbd:SRV:PORT:ext4:rw:ioctl), then
 #     systemd-style killing of everything not marked '@'; the root stays usable
 #   7 wrong export name: boot fails with the server's reason, nothing attached
+#  14 kernel refusals: busy device (netlink and ioctl), no nbd driver, -c and -d
 #   8 nbdboot.device=/dev/nbd1 nbdboot.readonly nbdboot.blocksize=1024 nbdboot.timeout=30
 #     on a writable export: /dev/nbd1 read-only with 1 KiB blocks, mounted read-only
 #   9 netlink mode: systemd-shutdown's kill(-1, SIGSTOP) + SIGCONT; root still usable
@@ -43,7 +44,7 @@ T0_ALL=$(date +%s)
 LOGDIR=$ROOT/build/vm
 mkdir -p "$LOGDIR"
 : "${SCEN_TIMEOUT:=100}" "${SCEN_CLIENT:=nbdboot}"
-want=" ${*:-1 2 3 4 5 6 7 8 9 10 11 12 13} "
+want=" ${*:-1 2 3 4 5 6 7 8 9 10 11 12 13 14} "
 
 finish() {
 	echo "tests/vm/scenarios.sh: $N_PASS passed, $N_FAIL failed, $N_SKIP skipped in $(($(date +%s) - T0_ALL)) s (logs: $LOGDIR)"
@@ -75,6 +76,7 @@ else
 		prep_fail "$NBDBOOT --cmdline FILE --print-env does not work: $("$NBDBOOT" --cmdline "$TESTDIR/probe.cmdline" --print-env 2>&1 | head -n1)"
 	adds=(--add "$NBDBOOT:/sbin/nbdboot")
 fi
+adds+=(--add "$here/guest/kernel-errors.sh:/kernel-errors.sh")
 # Test PKI, made now: valid from a day ago, so the guest clock must be right
 # (vmtest.epoch= lets the guest set it if it is behind; see initrd-nbd.sh).
 PKI=$TESTDIR/pki
@@ -408,6 +410,31 @@ if scenario 13 "TLS with the wrong CA is refused: not trusted, nothing attached"
 		a=$(attach_secs) && awk -v a="$a" 'BEGIN { exit !(a < 10) }' ||
 			why "failing took ${a:-?} s; an untrusted server is not worth retrying"
 		image_unchanged
+	}
+	done_scenario
+fi
+
+if scenario 14 "kernel refusals: busy device (netlink, ioctl), no nbd driver; -c and -d"; then
+	fresh_image flat
+	start_nbdkit file "$IMG" && {
+		vm_boot "vmtest.kerrors vmtest.port=$PORT"
+		con_has '^KE-FIRST rc=0 nbdboot: attached'
+		if ours; then
+			con_has '^KE-BUSY-NETLINK rc=3 nbdboot: /dev/nbd0 is busy .*nbdboot -d /dev/nbd0' 'EBUSY explained'
+			con_has '^KE-BUSY-IOCTL rc=3 nbdboot: /dev/nbd0 is busy' 'EBUSY explained (ioctl)'
+			con_has '^KE-CHECK rc=0 [0-9]+' '-c prints the pid'
+			con_has '^KE-STILL-READS  ?53 ef' 'the refused attaches left the first one working'
+			con_has '^KE-DISCONNECT rc=0'
+			con_has '^KE-CHECK-AFTER rc=1 nbdboot: /dev/nbd0 is not connected'
+			con_has '^KE-FIRST-IOCTL rc=0 nbdboot: attached .*ioctl'
+			con_has '^KE-BUSY2-IOCTL rc=3 nbdboot: /dev/nbd1 is busy' 'EBUSY against an ioctl holder'
+			con_has '^KE-BUSY2-NETLINK rc=3 nbdboot: /dev/nbd1 is busy' 'EBUSY against an ioctl holder (netlink)'
+			con_has '^KE-STILL-READS2  ?53 ef' 'the ioctl-mode device still works'
+			con_has '^KE-DISCONNECT2 rc=0'
+			con_has '^KE-RMMOD ok'
+			con_has '^KE-NO-DRIVER rc=3 nbdboot: no nbd driver .*modprobe nbd' 'no module explained'
+			con_has '^KE-NO-DRIVER-IOCTL rc=3 nbdboot: no nbd driver'
+		fi
 	}
 	done_scenario
 fi

@@ -13,6 +13,8 @@ quiet=0
 case " $(cat /proc/cmdline) " in *" vmtest.quiet "*) quiet=1 ;; esac
 say() { [ $quiet = 1 ] || echo "$@"; }
 
+case " $(cat /proc/cmdline) " in *" vmtest.kerrors "*) exec sh /kernel-errors.sh ;; esac
+
 # vmtest.epoch=SECONDS (the host's clock at boot): TLS certificates are
 # checked against the clock, so set it if the guest's is behind.
 for w in $(cat /proc/cmdline); do
