@@ -500,9 +500,9 @@ static int uri_query(struct nbd_config *cfg, const char *q, bool is_unix)
 			if (uri_decode(cfg->unix_path, sizeof cfg->unix_path, q + 7, len - 7,
 				       "socket path"))
 				return -1;
-		} else if (len > 0 && !(len >= 10 && !strncmp(q, "tls-certif", 10))) {
-			return fail_usage("URI query parameter '%.*s' is not supported",
-					  (int)(len > 40 ? 40 : len), q);
+		} else if (len > 0) {
+			return fail_usage("URI query parameter '%.*s' is not supported (TLS files go "
+					  "in --cacert, --cert, --key)", (int)(len > 40 ? 40 : len), q);
 		}
 		q = end ? end + 1 : NULL;
 	}

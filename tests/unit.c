@@ -82,6 +82,8 @@ static const struct args_case args_cases[] = {
 	{ "unix uri without socket", { "nbd+unix:///e" }, -1, .errpart = "socket=PATH" },
 	{ "unix uri with host", { "nbd+unix://h/e?socket=/s" }, -1, .errpart = "empty host" },
 	{ "unknown scheme", { "http://h/" }, -1, .errpart = "not an NBD URI" },
+	{ "unsupported uri query", { "nbds://h/e?tls-certificates=/etc/pki" }, -1,
+	  .errpart = "query parameter 'tls-certificates=/etc/pki' is not supported" },
 	{ "bad percent escape", { "nbd://h/a%zz" }, -1, .errpart = "escape" },
 	{ "negative wait", { "srv", "--wait", "-1" }, -1, .errpart = "not a number" },
 	{ "flag given a value", { "srv", "--swap=1" }, -1, .errpart = "takes no value" },
