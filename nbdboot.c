@@ -203,10 +203,11 @@ static void put_fd(int fd, const char *f, ...)
  * error buffer; calls nothing but libc formatting.
  */
 
-static struct {
+static struct nbd_error {
 	char msg[640];
 	int cls;
 	bool transient;
+	bool eof; /* the failure was the server closing the connection */
 } err;
 
 static int fail_v(int cls, bool transient, const char *fmt, va_list ap)
@@ -215,6 +216,7 @@ static int fail_v(int cls, bool transient, const char *fmt, va_list ap)
 	vfmt(err.msg, sizeof err.msg, fmt, ap);
 	err.cls = cls;
 	err.transient = transient;
+	err.eof = false;
 	errno = saved;
 	return -1;
 }
@@ -628,7 +630,7 @@ static int apply_option(struct nbd_config *cfg, int id, const char *v)
 	case 'B': return parse_uint(v, 1, NBD_SIZE_MAX, &cfg->size_override, "size");
 	case 'P': cfg->preinit = true; return 0;
 	case 'g': cfg->no_optgo = true; return 0;
-	case 'u': cfg->unix_path[0] = 1; return 0; /* marker: host is a socket path */
+	case 'u': cfg->host_is_socket = true; return 0;
 	case 'x': cfg->tls = true; return 0;
 	case 'A': cfg->tls = true; return copy_str(cfg->cacert, sizeof cfg->cacert, v, "CA file");
 	case 'F': return copy_str(cfg->cert, sizeof cfg->cert, v, "certificate file");
@@ -703,7 +705,6 @@ static void config_defaults(struct nbd_config *cfg)
 int nbd_parse_args(struct nbd_config *cfg, int argc, char **argv)
 {
 	int npos = 0;
-	bool unix_flag;
 	config_defaults(cfg);
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i];
@@ -719,9 +720,7 @@ int nbd_parse_args(struct nbd_config *cfg, int argc, char **argv)
 		if (r)
 			return -1;
 	}
-	unix_flag = cfg->unix_path[0] == 1;
-	if (unix_flag) {
-		cfg->unix_path[0] = 0;
+	if (cfg->host_is_socket) {
 		if (!cfg->host[0])
 			return fail_usage("-u needs a socket path in place of the host");
 		if (copy_str(cfg->unix_path, sizeof cfg->unix_path, cfg->host, "socket path"))
@@ -1161,7 +1160,9 @@ static int read_full(struct nbd_conn *c, void *buf, size_t len, const char *what
 		if (r > 0) {
 			got += (size_t)r;
 		} else if (r == 0) {
-			return fail_server("server closed the connection (%s)", what);
+			fail_server("server closed the connection (%s)", what);
+			err.eof = true;
+			return -1;
 		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
 			if (wait_io(c, POLLIN, what))
 				return -1;
@@ -1434,7 +1435,7 @@ static int opt_export_name(struct nbd_conn *c, const char *name, struct nbd_expo
 	if (send_option(c, NBD_OPT_EXPORT_NAME, name, (uint32_t)strlen(name)))
 		return -1;
 	if (read_full(c, rep, len, "EXPORT_NAME")) {
-		if (!strncmp(err.msg, "server closed", 13))
+		if (err.eof)
 			return fail_server("server closed the connection after EXPORT_NAME: it has no "
 					   "%s%s%s or refused it", *name ? "export named '" : "default export",
 					   *name ? shown_name(name) : "", *name ? "'" : "");
@@ -1451,13 +1452,12 @@ static void opt_abort(struct nbd_conn *c)
 {
 	struct reply r;
 	int64_t soon = nbd_now_ms() + 1000;
-	char saved[sizeof err];
-	memcpy(saved, &err, sizeof err); /* a failed goodbye must not mask the cause */
+	struct nbd_error saved = err; /* a failed goodbye must not mask the cause */
 	if (c->deadline_ms > soon)
 		c->deadline_ms = soon;
 	if (send_option(c, NBD_OPT_ABORT, NULL, 0) == 0)
 		read_reply(c, NBD_OPT_ABORT, &r);
-	memcpy(&err, saved, sizeof err);
+	err = saved;
 }
 
 /* In transmission phase, the only polite goodbye is NBD_CMD_DISC. */
@@ -1466,10 +1466,9 @@ static void cmd_disc(struct nbd_conn *c)
 	uint8_t req[NBD_REQUEST_LEN] = { 0 };
 	be32_put(req, NBD_REQUEST_MAGIC);
 	be16_put(req + 6, NBD_CMD_DISC);
-	char saved[sizeof err];
-	memcpy(saved, &err, sizeof err);
+	struct nbd_error saved = err;
 	write_all(c, req, sizeof req, "disconnect");
-	memcpy(&err, saved, sizeof err);
+	err = saved;
 }
 
 /* STARTTLS is the first option, after FIXED_NEWSTYLE only; never downgrade. */
@@ -1495,7 +1494,7 @@ static int read_greeting(struct nbd_conn *c, const struct nbd_config *cfg, struc
 {
 	uint8_t g[16 + NBD_OLDSTYLE_REST];
 	if (read_full(c, g, 16, "greeting")) {
-		err.transient = err.transient || !strncmp(err.msg, "server closed", 13);
+		err.transient = err.transient || err.eof; /* a server still starting up */
 		return -1;
 	}
 	if (be64_get(g) != NBD_MAGIC)
@@ -2995,10 +2994,9 @@ static int run_attach(const struct nbd_config *cfg)
 	if (r < 0)
 		return -1;
 	if (wait_ready(dev, cfg->root[0] ? cfg->root : dev, cfg->nofork ? 0 : holder)) {
-		char saved[sizeof err];
-		memcpy(saved, &err, sizeof err);
+		struct nbd_error saved = err;
 		detach(dev); /* never leave a half-attached device behind */
-		memcpy(&err, saved, sizeof err);
+		err = saved;
 		return -1;
 	}
 	trace("device ready");

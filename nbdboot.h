@@ -298,6 +298,7 @@ struct nbd_config {
 	char host[NBD_HOST_MAX + 1];
 	char port[NBD_PORT_MAX + 1];
 	char unix_path[NBD_UNIX_MAX + 1];
+	bool host_is_socket; /* -u: the HOST argument is the socket path */
 	char name[NBD_STRING_MAX + 1];
 	char device[NBD_DEVICE_MAX + 1];
 	/* TLS */
