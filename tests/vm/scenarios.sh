@@ -24,6 +24,7 @@
 #     systemd-style killing of everything not marked '@'; the root stays usable
 #   7 wrong export name: boot fails with the server's reason, nothing attached
 #  14 kernel refusals: busy device (netlink and ioctl), no nbd driver, -c and -d
+#  15 TLS on a kernel without the tls module: the proxy takes over by itself
 #   8 nbdboot.device=/dev/nbd1 nbdboot.readonly nbdboot.blocksize=1024 nbdboot.timeout=30
 #     on a writable export: /dev/nbd1 read-only with 1 KiB blocks, mounted read-only
 #   9 netlink mode: systemd-shutdown's kill(-1, SIGSTOP) + SIGCONT; root still usable
@@ -44,7 +45,7 @@ T0_ALL=$(date +%s)
 LOGDIR=$ROOT/build/vm
 mkdir -p "$LOGDIR"
 : "${SCEN_TIMEOUT:=100}" "${SCEN_CLIENT:=nbdboot}"
-want=" ${*:-1 2 3 4 5 6 7 8 9 10 11 12 13 14} "
+want=" ${*:-1 2 3 4 5 6 7 8 9 10 11 12 13 14 15} "
 
 finish() {
 	echo "tests/vm/scenarios.sh: $N_PASS passed, $N_FAIL failed, $N_SKIP skipped in $(($(date +%s) - T0_ALL)) s (logs: $LOGDIR)"
@@ -410,6 +411,20 @@ if scenario 13 "TLS with the wrong CA is refused: not trusted, nothing attached"
 		a=$(attach_secs) && awk -v a="$a" 'BEGIN { exit !(a < 10) }' ||
 			why "failing took ${a:-?} s; an untrusted server is not worth retrying"
 		image_unchanged
+	}
+	done_scenario
+fi
+
+if scenario 15 "TLS on a kernel without kTLS falls back to the proxy by itself"; then
+	fresh_image flat
+	start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
+		vm_boot "root=nbds://10.0.2.2:$PORT/ rootfstype=ext4 vmtest.notls $(tls_boot)"
+		con_has '^NBD-NOTLS ok' 'the tls module was removed'
+		con_has '^NBD-ATTACH-END rc=0'
+		ours && con_has '^nbdboot: attached .*/dev/nbd0 \(.*netlink, TLS via proxy\)' 'the proxy took over'
+		con_has "^ROOT-MARKER pid=1 root=/dev/nbd0 rw" && con_has "^ROOT-WROTE $TOKEN"
+		con_lacks 'I/O error|EXT4-fs error' 'no I/O errors through the proxy'
+		image_has_token
 	}
 	done_scenario
 fi

@@ -14,6 +14,10 @@ case " $(cat /proc/cmdline) " in *" vmtest.quiet "*) quiet=1 ;; esac
 say() { [ $quiet = 1 ] || echo "$@"; }
 
 case " $(cat /proc/cmdline) " in *" vmtest.kerrors "*) exec sh /kernel-errors.sh ;; esac
+# vmtest.notls: a kernel without kTLS (no tls module, and no modprobe to load it)
+case " $(cat /proc/cmdline) " in
+*" vmtest.notls "*) rm -f /sbin/modprobe && rmmod tls && echo "NBD-NOTLS ok" ;;
+esac
 
 # vmtest.epoch=SECONDS (the host's clock at boot): TLS certificates are
 # checked against the clock, so set it if the guest's is behind.
