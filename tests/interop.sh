@@ -172,26 +172,19 @@ expect_err '^nbdboot: '
 expect_no_out '^size:'
 end_test
 
-# TLS was asked for: never fall back to plaintext with a server that has none.
-begin "tls: nbds:// against a plaintext server does not connect in plaintext"
-run_nbdboot --probe "nbds://127.0.0.1:$P/small"
-case $RC in
-2) ;;
-1) expect_err 'tls' ;;
-*) why "exit $RC, expected 2 (no TLS yet) or 1 with a TLS error (stderr '$ERR')" ;;
-esac
-expect_no_out '^size:'
-end_test
-
-begin "tls: -x against a plaintext server does not connect in plaintext"
-run_nbdboot --probe 127.0.0.1 "$P" -N small -x
-case $RC in
-2) ;;
-1) expect_err 'tls' ;;
-*) why "exit $RC, expected 2 (no TLS yet) or 1 with a TLS error (stderr '$ERR')" ;;
-esac
-expect_no_out '^size:'
-end_test
+# TLS was asked for without a CA file: a usage error before any connection,
+# never a plaintext session (tests/tls.sh covers a plaintext server with a CA).
+tls_refused() {  # tls_refused NAME ARGS...
+	begin "$1"
+	shift
+	run_nbdboot --probe "$@"
+	expect_rc 2
+	expect_err 'cacert'
+	expect_no_out '^size:'
+	end_test
+}
+tls_refused "tls: nbds:// without --cacert is refused, not tried in plaintext" "nbds://127.0.0.1:$P/small"
+tls_refused "tls: -x without --cacert is refused, not tried in plaintext" 127.0.0.1 "$P" -N small -x
 
 # Export list without descriptions: names only, no tab.
 start_nbdkit --filter=exportname memory 10M \
