@@ -33,15 +33,14 @@
 
 #include "nbdboot.h"
 
+#ifndef NBDBOOT_TLS
+#define NBDBOOT_TLS 1
+#endif
 #if NBDBOOT_TLS
 #include <bearssl.h>
 #endif
 #ifndef NBDBOOT_BUILD_TIME
 #define NBDBOOT_BUILD_TIME 1764000000 /* 2025-11-24: make passes the real one */
-#endif
-
-#ifndef NBDBOOT_TLS
-#define NBDBOOT_TLS 1
 #endif
 #ifndef NBDBOOT_VERSION
 #define NBDBOOT_VERSION "0.1"
@@ -171,30 +170,50 @@ static int fmt(char *buf, size_t size, const char *f, ...)
 	return n;
 }
 
-static bool output_failed;
+/* Output.  Standard output carries the command's result (--probe, --list,
+ * --print-env, -c): if it cannot be written whole, the command fails.
+ * Standard error carries diagnostics: at boot it may be a console that is
+ * gone, and a failure to write there must never change the outcome. */
+static struct output {
+	int failed_errno; /* first failure writing stdout, 0 if none */
+} output;
 
-/* Formatted output straight to fd 1 or 2: no stdio buffers to flush. */
-__attribute__((format(printf, 2, 3)))
-static void put_fd(int fd, const char *f, ...)
+static int write_whole(int fd, const char *p, size_t len)
+{
+	while (len) {
+		ssize_t r = write(fd, p, len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? errno : EIO;
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+/* Result text on stdout, as it is; the first failure is kept. */
+static void out_raw(const char *p, size_t len)
+{
+	int e = output.failed_errno ? 0 : write_whole(1, p, len);
+	if (e)
+		output.failed_errno = e;
+}
+
+__attribute__((format(printf, 1, 2)))
+static void out(const char *f, ...)
 {
 	char line[4096];
 	va_list ap;
-	size_t len, done = 0;
+	size_t len;
 	va_start(ap, f);
 	len = (size_t)vfmt(line, sizeof line, f, ap);
 	va_end(ap);
-	if (len >= sizeof line)
-		len = sizeof line - 1;
-	while (done < len) {
-		ssize_t r = write(fd, line + done, len - done);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0) {
-			output_failed = true;
-			return;
-		}
-		done += (size_t)r;
+	if (len >= sizeof line) { /* callers bound what they print: a cut line is a bug */
+		output.failed_errno = output.failed_errno ? output.failed_errno : EMSGSIZE;
+		return;
 	}
+	out_raw(line, len);
 }
 
 /* ==== Errors ================================================================
@@ -235,18 +254,33 @@ DEFINE_FAIL(fail_server, EXIT_SERVER, false)
 DEFINE_FAIL(fail_retry, EXIT_SERVER, true)
 DEFINE_FAIL(fail_kernel, EXIT_KERNEL, false)
 
+void nbd_error_clear(void) { memset(&err, 0, sizeof err); }
 const char *nbd_last_error(void) { return err.msg; }
 int nbd_last_error_class(void) { return err.cls ? err.cls : EXIT_SERVER; }
 bool nbd_last_error_transient(void) { return err.transient; }
 
-static void say(const char *fmt, ...)
+/* One diagnostic line on stderr; a failure to write it is ignored. */
+__attribute__((format(printf, 1, 2)))
+static void diag(const char *f, ...)
+{
+	char line[1024];
+	va_list ap;
+	size_t len;
+	va_start(ap, f);
+	len = (size_t)vfmt(line, sizeof line, f, ap);
+	va_end(ap);
+	(void)write_whole(2, line, len < sizeof line ? len : sizeof line - 1);
+}
+
+__attribute__((format(printf, 1, 2)))
+static void say(const char *f, ...)
 {
 	char line[768];
 	va_list ap;
-	va_start(ap, fmt);
-	vfmt(line, sizeof line, fmt, ap);
+	va_start(ap, f);
+	vfmt(line, sizeof line, f, ap);
 	va_end(ap);
-	put_fd(2, "nbdboot: %s\n", line);
+	diag("nbdboot: %s\n", line);
 }
 
 static bool verbose;
@@ -268,7 +302,7 @@ static void trace(const char *fmt, ...)
 	us = (now.tv_sec - t_start.tv_sec) * 1000000LL + (now.tv_nsec - t_start.tv_nsec) / 1000;
 	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu); /* our own work, not the waiting */
 	cpu_us = cpu.tv_sec * 1000000LL + cpu.tv_nsec / 1000;
-	put_fd(2, "nbdboot: +%lld.%03lld ms (cpu %lld.%03lld ms): %s\n", us / 1000, us % 1000,
+	diag("nbdboot: +%lld.%03lld ms (cpu %lld.%03lld ms): %s\n", us / 1000, us % 1000,
 	       cpu_us / 1000, cpu_us % 1000, line);
 }
 
@@ -279,7 +313,7 @@ void nbd_sanitise(char *out, size_t outsz, const uint8_t *in, size_t len)
 		return;
 	for (i = 0; i < len && i < NBD_SHOW_MAX && n + 1 < outsz; i++)
 		out[n++] = (in[i] >= 0x20 && in[i] < 0x7f) ? (char)in[i] : '?';
-	if (i < len && n + 4 < outsz) {
+	if (i < len && n + 3 < outsz) {
 		memcpy(out + n, "...", 3);
 		n += 3;
 	}
@@ -428,6 +462,27 @@ static int set_host(struct nbd_config *cfg, const char *s, size_t len)
 	return 0;
 }
 
+static bool all_digits(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
+}
+
+/* A device or partition number as the kernel writes it: no leading zero. */
+static bool is_index(const char *s, size_t len)
+{
+	if (len == 0 || (len > 1 && s[0] == '0'))
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return true;
+}
+
 static bool is_device_arg(const char *s)
 {
 	if (!strncmp(s, "/dev/", 5))
@@ -444,11 +499,8 @@ static int set_device(struct nbd_config *cfg, const char *s)
 {
 	char buf[NBD_DEVICE_MAX + 1];
 	const char *base = strncmp(s, "/dev/", 5) ? s : s + 5;
-	if (!is_device_arg(s) || strncmp(base, "nbd", 3) || !base[3])
+	if (!is_device_arg(s) || strncmp(base, "nbd", 3) || !is_index(base + 3, strlen(base + 3)))
 		return fail_usage("'%s' is not an nbd device (expected /dev/nbdN)", shown_name(s));
-	for (const char *p = base + 3; *p; p++)
-		if (*p < '0' || *p > '9')
-			return fail_usage("'%s' is not an nbd device (expected /dev/nbdN)", shown_name(s));
 	if (strlen(base) + 5 > NBD_DEVICE_MAX)
 		return fail_usage("device name '%s' is too long", shown_name(s));
 	fmt(buf, sizeof buf, "/dev/%s", base);
@@ -825,16 +877,6 @@ static char *next_field(char **s)
 	return f;
 }
 
-static bool all_digits(const char *s)
-{
-	if (!*s)
-		return false;
-	for (; *s; s++)
-		if (*s < '0' || *s > '9')
-			return false;
-	return true;
-}
-
 /* dracut: nbd:SRV:PORT_OR_NAME[:FSTYPE[:ROOTFLAGS[:NBDOPTS]]] */
 static int cmdline_dracut(struct nbd_config *cfg, char *v, const char *param)
 {
@@ -860,13 +902,14 @@ static int cmdline_debian(struct nbd_config *cfg, char *v)
 {
 	char *comma = strchr(v, ','), *slash, *colon;
 	const char *env_path = getenv("ROOTPATH"), *env_srv = getenv("ROOTSERVER");
-	if ((!*v || !strcmp(v, "dhcp")) && env_path && *env_path && strlen(env_path) < 512) {
-		static char dhcp[512];
-		fmt(dhcp, sizeof dhcp, "%s", env_path);
+	if (!*v || !strcmp(v, "dhcp")) {
+		static char dhcp[NBD_ROOTPATH_MAX + 1];
+		if (!env_path || !*env_path)
+			return fail_usage("nbdroot=%s needs the DHCP root-path (ROOTPATH), which is not set", v);
+		if (copy_str(dhcp, sizeof dhcp, env_path, "the DHCP root-path (ROOTPATH)"))
+			return fail_prefix("nbdroot");
 		v = dhcp;
 		comma = strchr(v, ',');
-	} else if (!*v || !strcmp(v, "dhcp")) {
-		return fail_usage("nbdroot=%s needs the DHCP root-path (ROOTPATH), which is not set", v);
 	}
 	if (comma) {
 		char *name = comma + 1, *dev = strchr(name, ',');
@@ -908,7 +951,8 @@ static int cmdline_rootdev(struct nbd_config *cfg, const char *v)
 	size_t n = 8; /* strlen("/dev/nbd") */
 	while (v[n] >= '0' && v[n] <= '9')
 		n++;
-	if (n == 8 || n >= sizeof dev || (v[n] && (v[n] != 'p' || !all_digits(v + n + 1))))
+	if (!is_index(v + 8, n - 8) || n >= sizeof dev ||
+	    (v[n] && (v[n] != 'p' || !is_index(v + n + 1, strlen(v + n + 1)) || v[n + 1] == '0')))
 		return fail_usage("root=%s is not /dev/nbdN or /dev/nbdNpM", shown_name(v));
 	memcpy(dev, v, n);
 	dev[n] = 0;
@@ -970,6 +1014,16 @@ static int cmdline_param(struct nbd_config *cfg, char *w, int *found)
 	return 0;
 }
 
+/* root is dev itself or one of its partitions (devpM): names match whole. */
+static bool root_on_device(const char *root, const char *dev)
+{
+	size_t n = strlen(dev);
+	if (strncmp(root, dev, n))
+		return false;
+	return !root[n] || (root[n] == 'p' && root[n + 1] != '0' &&
+			    is_index(root + n + 1, strlen(root + n + 1)));
+}
+
 int nbd_parse_cmdline(struct nbd_config *cfg, const char *text)
 {
 	static char copy[8192];
@@ -988,7 +1042,7 @@ int nbd_parse_cmdline(struct nbd_config *cfg, const char *text)
 		memcpy(cfg->device, "/dev/nbd0", sizeof "/dev/nbd0");
 	if (!cfg->root[0])
 		memcpy(cfg->root, cfg->device, sizeof cfg->device);
-	else if (strncmp(cfg->root, cfg->device, strlen(cfg->device)))
+	else if (!root_on_device(cfg->root, cfg->device))
 		return fail_usage("root=%s is not on the NBD device %s", cfg->root, cfg->device);
 	return 0;
 }
@@ -1923,10 +1977,11 @@ static bool der_next(const uint8_t **p, const uint8_t *end, uint8_t *tag, const 
 		     size_t *len)
 {
 	const uint8_t *q = *p;
+	uint8_t t;
 	size_t n;
 	if (end - q < 2)
 		return false;
-	*tag = *q++;
+	t = *q++;
 	n = *q++;
 	if (n & 0x80) {
 		unsigned k = n & 0x7f;
@@ -1937,45 +1992,86 @@ static bool der_next(const uint8_t **p, const uint8_t *end, uint8_t *tag, const 
 	}
 	if ((size_t)(end - q) < n)
 		return false;
+	*tag = t; /* outputs change only for a whole element */
 	*val = q;
 	*len = n;
 	*p = q + n;
 	return true;
 }
 
+#define DER_SEQUENCE   0x30
+#define DER_OID        0x06
+#define DER_OCTETS     0x04
+#define DER_EXTENSIONS 0xa3 /* tbsCertificate [3] EXPLICIT */
+#define DER_SAN_IP     0x87 /* GeneralName iPAddress [7] IMPLICIT */
+
+/* Enter the element at *p if it is tagged want: [*p, *end) becomes its value. */
+static bool der_enter(const uint8_t **p, const uint8_t **end, uint8_t want)
+{
+	const uint8_t *v;
+	uint8_t tag;
+	size_t len;
+	if (!der_next(p, *end, &tag, &v, &len) || tag != want)
+		return false;
+	*p = v;
+	*end = v + len;
+	return true;
+}
+
+/* The value of the first element in [p, end) tagged want. */
+static bool der_find(const uint8_t *p, const uint8_t *end, uint8_t want, const uint8_t **val,
+		     size_t *len)
+{
+	uint8_t tag;
+	while (der_next(&p, end, &tag, val, len))
+		if (tag == want)
+			return true;
+	return false;
+}
+
+/* The GeneralNames of a subjectAltName Extension (OID, [critical], OCTETS). */
+static bool der_san(const uint8_t *p, const uint8_t *end, const uint8_t **names,
+		    const uint8_t **names_end)
+{
+	static const uint8_t san_oid[] = { 0x55, 0x1d, 0x11 };
+	const uint8_t *oid, *v;
+	size_t olen, len;
+	uint8_t tag;
+	if (!der_next(&p, end, &tag, &oid, &olen) || tag != DER_OID || olen != sizeof san_oid ||
+	    memcmp(oid, san_oid, sizeof san_oid) || !der_find(p, end, DER_OCTETS, &v, &len))
+		return false;
+	*names = v;
+	*names_end = v + len;
+	return der_enter(names, names_end, DER_SEQUENCE);
+}
+
 /* Does the certificate in der list ip among its iPAddress SANs? */
 static bool cert_has_ip(const uint8_t *der, size_t dlen, const uint8_t *ip, size_t iplen)
 {
-	static const uint8_t san_oid[] = { 0x55, 0x1d, 0x11 };
-	const uint8_t *p = der, *v, *end = der + dlen;
+	const uint8_t *p = der, *end = der + dlen, *v, *names, *names_end;
 	uint8_t tag;
 	size_t len;
-	if (!der_next(&p, end, &tag, &v, &len) || tag != 0x30) /* Certificate */
+	if (!der_enter(&p, &end, DER_SEQUENCE) || !der_enter(&p, &end, DER_SEQUENCE) ||
+	    !der_find(p, end, DER_EXTENSIONS, &v, &len))
 		return false;
-	p = v, end = v + len;
-	if (!der_next(&p, end, &tag, &v, &len) || tag != 0x30) /* tbsCertificate */
+	p = v;
+	end = v + len;
+	if (!der_enter(&p, &end, DER_SEQUENCE))
 		return false;
-	p = v, end = v + len;
-	while (der_next(&p, end, &tag, &v, &len) && tag != 0xa3) /* [3] extensions */
-		;
-	if (tag != 0xa3 || !der_next(&v, v + len, &tag, &p, &len) || tag != 0x30)
-		return false;
-	for (end = p + len; der_next(&p, end, &tag, &v, &len);) {
-		const uint8_t *e = v, *eend = v + len, *oid, *val;
-		size_t olen, vlen;
-		if (!der_next(&e, eend, &tag, &oid, &olen) || tag != 0x06 || olen != 3 ||
-		    memcmp(oid, san_oid, 3))
+	while (der_next(&p, end, &tag, &v, &len)) {
+		if (tag != DER_SEQUENCE || !der_san(v, v + len, &names, &names_end))
 			continue;
-		while (der_next(&e, eend, &tag, &val, &vlen) && tag != 0x04) /* skip critical */
-			;
-		if (tag != 0x04 || !der_next(&val, val + vlen, &tag, &e, &vlen) || tag != 0x30)
-			return false;
-		for (eend = e + vlen; der_next(&e, eend, &tag, &val, &vlen);)
-			if (tag == 0x87 && vlen == iplen && !memcmp(val, ip, iplen))
+		while (der_next(&names, names_end, &tag, &v, &len))
+			if (tag == DER_SAN_IP && len == iplen && !memcmp(v, ip, iplen))
 				return true;
 		return false;
 	}
 	return false;
+}
+
+bool nbd_cert_has_ip(const uint8_t *der, size_t len, const uint8_t *ip, size_t iplen)
+{
+	return cert_has_ip(der, len, ip, iplen);
 }
 
 static void xw_start_chain(const br_x509_class **ctx, const char *name)
@@ -3025,7 +3121,7 @@ static int run_check(const struct nbd_config *cfg)
 	n = read(fd, pid, sizeof pid - 1);
 	close(fd);
 	pid[n > 0 ? n : 0] = 0;
-	put_fd(1, "%s", pid);
+	out("%s", pid);
 	return 0;
 }
 
@@ -3075,15 +3171,15 @@ static void print_flags(uint16_t flags)
 		"SEND_WRITE_ZEROES", "SEND_DF", "CAN_MULTI_CONN", "SEND_RESIZE", "SEND_CACHE",
 		"SEND_FAST_ZERO",
 	};
-	put_fd(1, "flags: 0x%x", flags);
+	out("flags: 0x%x", flags);
 	for (unsigned i = 0; i < 16; i++)
 		if (flags & (1u << i)) {
 			if (i < sizeof names / sizeof names[0])
-				put_fd(1, " %s", names[i]);
+				out(" %s", names[i]);
 			else
-				put_fd(1, " BIT%u", i);
+				out(" BIT%u", i);
 		}
-	put_fd(1, "\n");
+	out("\n");
 }
 
 static void print_probe(const struct nbd_config *cfg, const struct nbd_export *ex)
@@ -3093,23 +3189,23 @@ static void print_probe(const struct nbd_config *cfg, const struct nbd_export *e
 		[HS_FIXED_EXPORT_NAME] = "fixed-newstyle export-name",
 		[HS_FIXED_GO] = "fixed-newstyle go",
 	};
-	put_fd(1, "export: %s\n", cfg->name[0] ? shown_name(cfg->name) : "(default)");
-	put_fd(1, "size: %llu\n", (unsigned long long)ex->size);
+	out("export: %s\n", cfg->name[0] ? shown_name(cfg->name) : "(default)");
+	out("size: %llu\n", (unsigned long long)ex->size);
 	print_flags(ex->flags);
-	put_fd(1, "read-only: %s\n", ex->flags & NBD_FLAG_READ_ONLY ? "yes" : "no");
+	out("read-only: %s\n", ex->flags & NBD_FLAG_READ_ONLY ? "yes" : "no");
 	if (ex->has_block_sizes)
-		put_fd(1, "block-size: minimum %u preferred %u maximum %u\n", ex->min_block,
+		out("block-size: minimum %u preferred %u maximum %u\n", ex->min_block,
 		       ex->pref_block, ex->max_block);
 	else
-		put_fd(1, "block-size: not advertised\n");
-	put_fd(1, "handshake: %s\n", how[ex->how]);
+		out("block-size: not advertised\n");
+	out("handshake: %s\n", how[ex->how]);
 #if NBDBOOT_TLS
 	if (ex->tls) {
-		put_fd(1, "tls: yes (TLS1.2 %s)\n", tls_suite_name());
+		out("tls: yes (TLS1.2 %s)\n", tls_suite_name());
 		return;
 	}
 #endif
-	put_fd(1, "tls: no\n");
+	out("tls: no\n");
 }
 
 static void print_list_entry(const char *name, const char *desc, void *arg)
@@ -3118,7 +3214,7 @@ static void print_list_entry(const char *name, const char *desc, void *arg)
 	(void)arg;
 	nbd_sanitise(n, sizeof n, (const uint8_t *)name, strlen(name));
 	nbd_sanitise(d, sizeof d, (const uint8_t *)desc, strlen(desc));
-	put_fd(1, *d ? "%s\t%s\n" : "%s\n", n, d);
+	out(*d ? "%s\t%s\n" : "%s\n", n, d);
 }
 
 static int list_op(struct nbd_conn *c, void *arg)
@@ -3128,9 +3224,9 @@ static int list_op(struct nbd_conn *c, void *arg)
 
 /* ==== Main ================================================================== */
 
-static void usage(int fd)
+static void usage(void)
 {
-	put_fd(fd,
+	out(
 		"Usage: nbdboot HOST [PORT] [/dev/nbdN] [options]   attach an export\n"
 		"       nbdboot nbd://HOST[:PORT]/EXPORT [/dev/nbdN] [options]\n"
 		"       nbdboot --probe TARGET [options]   negotiate and print the export, attach nothing\n"
@@ -3183,45 +3279,60 @@ static int run_probe(const struct nbd_config *cfg)
 	return 0;
 }
 
-/* A value the shell reads back verbatim inside single quotes. */
-static void print_var(const char *name, const char *v)
+/* NAME='VALUE' lines the shell reads back verbatim: inside single quotes
+ * every byte is literal but the quote itself, which becomes '\''.  Returns
+ * the length the whole text needs; it is complete when that is < size. */
+static size_t env_var(char *buf, size_t size, size_t n, const char *name, const char *v)
 {
-	char q[4 * NBD_STRING_MAX + 8];
-	size_t n = 0;
-	for (; *v && n + 5 < sizeof q; v++) {
-		if (*v == '\'') {
-			memcpy(q + n, "'\\''", 4);
-			n += 4;
-		} else {
-			q[n++] = *v;
-		}
-	}
-	q[n] = 0;
-	put_fd(1, "%s='%s'\n", name, q);
+	struct fmt_out o = { buf, n, size };
+	fmt_put(&o, name, strlen(name));
+	fmt_put(&o, "='", 2);
+	for (; *v; v++)
+		fmt_put(&o, *v == '\'' ? "'\\''" : v, *v == '\'' ? 4 : 1);
+	fmt_put(&o, "'\n", 2);
+	return o.len;
 }
 
-static void print_env(const struct nbd_config *cfg)
+size_t nbd_format_env(const struct nbd_config *cfg, char *buf, size_t size)
 {
-	char num[24];
-	print_var("NBD_SERVER", cfg->unix_path[0] ? "" : cfg->host);
-	print_var("NBD_PORT", cfg->unix_path[0] ? "" : cfg->port);
-	print_var("NBD_SOCKET", cfg->unix_path);
-	print_var("NBD_EXPORT", cfg->name);
-	print_var("NBD_DEVICE", cfg->device);
-	print_var("NBD_ROOT", cfg->root);
-	print_var("NBD_FSTYPE", cfg->fstype);
-	print_var("NBD_ROOTFLAGS", cfg->rootflags);
-	print_var("NBD_METHOD", cfg->use_ioctl ? "ioctl" : "netlink");
-	print_var("NBD_READONLY", cfg->readonly ? "1" : "0");
-	print_var("NBD_TLS", cfg->tls ? "1" : "0");
-	fmt(num, sizeof num, "%u", cfg->wait_seconds);
-	print_var("NBD_WAIT", num);
-	fmt(num, sizeof num, "%u", cfg->block_size ? cfg->block_size : NBD_DEFAULT_BLOCK);
-	print_var("NBD_BLOCKSIZE", num);
-	fmt(num, sizeof num, "%u", cfg->timeout);
-	print_var("NBD_TIMEOUT", num);
-	fmt(num, sizeof num, "%u", cfg->conns);
-	print_var("NBD_CONNECTIONS", num);
+	char wait[12], bs[12], timeout[12], conns[12];
+	const struct { const char *name, *value; } vars[] = {
+		{ "NBD_SERVER", cfg->unix_path[0] ? "" : cfg->host },
+		{ "NBD_PORT", cfg->unix_path[0] ? "" : cfg->port },
+		{ "NBD_SOCKET", cfg->unix_path },
+		{ "NBD_EXPORT", cfg->name },
+		{ "NBD_DEVICE", cfg->device },
+		{ "NBD_ROOT", cfg->root },
+		{ "NBD_FSTYPE", cfg->fstype },
+		{ "NBD_ROOTFLAGS", cfg->rootflags },
+		{ "NBD_METHOD", cfg->use_ioctl ? "ioctl" : "netlink" },
+		{ "NBD_READONLY", cfg->readonly ? "1" : "0" },
+		{ "NBD_TLS", cfg->tls ? "1" : "0" },
+		{ "NBD_WAIT", wait },
+		{ "NBD_BLOCKSIZE", bs },
+		{ "NBD_TIMEOUT", timeout },
+		{ "NBD_CONNECTIONS", conns },
+	};
+	size_t n = 0;
+	fmt(wait, sizeof wait, "%u", cfg->wait_seconds);
+	fmt(bs, sizeof bs, "%u", cfg->block_size ? cfg->block_size : NBD_DEFAULT_BLOCK);
+	fmt(timeout, sizeof timeout, "%u", cfg->timeout);
+	fmt(conns, sizeof conns, "%u", cfg->conns);
+	for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+		n = env_var(buf, size, n, vars[i].name, vars[i].value);
+	if (size)
+		buf[n < size ? n : size - 1] = 0;
+	return n;
+}
+
+static int print_env(const struct nbd_config *cfg)
+{
+	static char text[NBD_ENV_MAX];
+	size_t n = nbd_format_env(cfg, text, sizeof text);
+	if (n >= sizeof text) /* NBD_ENV_MAX is the worst case: never cut it */
+		return fail_usage("internal: --print-env output of %zu bytes does not fit", n);
+	out_raw(text, n);
+	return 0;
 }
 
 static int read_cmdline(const char *path, char *buf, size_t size)
@@ -3248,10 +3359,8 @@ static int run_cmdline(struct nbd_config *cfg)
 		return -1;
 	if (nbd_config_check(cfg))
 		return -1;
-	if (cfg->print_env) {
-		print_env(cfg);
-		return 0;
-	}
+	if (cfg->print_env)
+		return print_env(cfg);
 	return run_attach(cfg);
 }
 
@@ -3259,10 +3368,10 @@ static int run(struct nbd_config *cfg)
 {
 	switch (cfg->mode) {
 	case MODE_HELP:
-		usage(1);
+		usage();
 		return 0;
 	case MODE_VERSION:
-		put_fd(1, "nbdboot %s%s\n", NBDBOOT_VERSION, NBDBOOT_TLS ? "" : " (no TLS)");
+		out("nbdboot %s%s\n", NBDBOOT_VERSION, NBDBOOT_TLS ? "" : " (no TLS)");
 		return 0;
 	case MODE_PROBE:
 		return run_probe(cfg);
@@ -3301,8 +3410,12 @@ int main(int argc, char **argv)
 		say("%s", nbd_last_error());
 		return EXIT_USAGE;
 	}
-	if (run(&cfg) == 0)
-		return output_failed ? EXIT_SERVER : 0;
+	if (run(&cfg) == 0) {
+		if (!output.failed_errno)
+			return 0;
+		nbd_error_clear();
+		fail_server("unable to write the output: %s", strerror(output.failed_errno));
+	}
 	say("%s", nbd_last_error());
 	return nbd_last_error_class();
 }

@@ -277,6 +277,7 @@ struct ktls_info {
 #define NBD_PATH_MAX    4095
 #define NBD_UNIX_MAX    107 /* sun_path less the NUL */
 #define NBD_DEVICE_MAX  63
+#define NBD_ROOTPATH_MAX 511 /* DHCP root-path as the initramfs passes it */
 #define NBD_WAIT_DEFAULT 60 /* seconds: boot networks come up slowly */
 #define NBD_WAIT_MAX    86400
 
@@ -349,6 +350,8 @@ struct nbd_conn {
 	bool tls_active; /* records go through the TLS engine */
 };
 
+/* Forget the recorded error (a new attempt starts clean). */
+void nbd_error_clear(void);
 /* Last error, for main() and tests: one line, no "nbdboot: " prefix. */
 const char *nbd_last_error(void);
 /* Exit code class of the last error (EXIT_*). */
@@ -383,6 +386,19 @@ int nbd_open(const struct nbd_config *cfg, struct nbd_export *ex, bool probe);
 int nbd_parse_cmdline(struct nbd_config *cfg, const char *text);
 /* Apply one nbdboot option word (as in nbdboot.KEY=VALUE or NBDOPTS). */
 int nbd_cmdline_option(struct nbd_config *cfg, const char *word);
+
+/* --print-env: NAME='VALUE' lines for the shell's eval, each value exactly
+ * as in cfg (single-quoted, ' written as '\'').  Returns the length the
+ * whole text needs, which is complete in buf only when less than size;
+ * NBD_ENV_MAX always suffices. */
+#define NBD_ENV_VALUES_MAX (NBD_HOST_MAX + NBD_PORT_MAX + NBD_UNIX_MAX + NBD_STRING_MAX + \
+			    2 * NBD_DEVICE_MAX + 32 + 256 + 5 * 16)
+#define NBD_ENV_MAX (4 * NBD_ENV_VALUES_MAX + 15 * 24)
+size_t nbd_format_env(const struct nbd_config *cfg, char *buf, size_t size);
+
+/* Does the DER certificate list the address ip (4 or 16 bytes) among its
+ * subjectAltName iPAddress entries?  Any malformed input is a "no". */
+bool nbd_cert_has_ip(const uint8_t *der, size_t len, const uint8_t *ip, size_t iplen);
 
 /* Copy at most NBD_SHOW_MAX bytes of untrusted text into out (size outsz),
  * replacing anything not printable ASCII by '?'. */

@@ -151,6 +151,46 @@ run_nbdboot --probe -p -systemd-mark 127.0.0.1 "$P" -N small
 expect_probe small $MIB1 yes "fixed-newstyle go"
 end_test
 
+# Output: stdout is the result, stderr only diagnostics.
+begin "output: -v --probe with stderr on /dev/full still succeeds"
+timeout 10 "$NBDBOOT" -v --probe 127.0.0.1 "$P" -N small >"$TESTDIR/out" 2>/dev/full </dev/null
+RC=$? OUT=$(<"$TESTDIR/out") ERR=
+expect_probe small $MIB1 yes "fixed-newstyle go"
+end_test
+
+begin "output: --probe with stdout on /dev/full fails, saying so"
+timeout 10 "$NBDBOOT" --probe 127.0.0.1 "$P" -N small >/dev/full 2>"$TESTDIR/err" </dev/null
+RC=$? OUT= ERR=$(<"$TESTDIR/err")
+expect_rc 1
+expect_err '^nbdboot: unable to write the output: No space left on device$'
+end_test
+
+begin "output: --list with stdout on /dev/full fails"
+timeout 10 "$NBDBOOT" --list 127.0.0.1 "$P" >/dev/full 2>"$TESTDIR/err" </dev/null
+RC=$? OUT= ERR=$(<"$TESTDIR/err")
+expect_rc 1
+expect_err '^nbdboot: unable to write the output'
+end_test
+
+# --print-env: what a boot script evals must be exactly what the command line said.
+QUOTES=$(printf "%0.s'" $(seq 1100))
+printf 'quiet root=nbd:10.0.2.2:%s:ext4 ro\n' "$QUOTES" >"$TESTDIR/quotes.cmdline"
+begin "print-env: an export name of 1100 single quotes (4400 bytes quoted) evals back exactly"
+run_nbdboot --cmdline "$TESTDIR/quotes.cmdline" --print-env
+expect_rc 0
+NBD_EXPORT= NBD_CONNECTIONS=
+eval "$OUT"
+[ "$NBD_EXPORT" = "$QUOTES" ] || why "NBD_EXPORT is ${#NBD_EXPORT} bytes, expected 1100 quotes"
+[ "$NBD_CONNECTIONS" = 1 ] || why "NBD_CONNECTIONS '$NBD_CONNECTIONS' (output cut?)"
+end_test
+
+begin "print-env: stdout on /dev/full fails"
+timeout 10 "$NBDBOOT" --cmdline "$TESTDIR/quotes.cmdline" --print-env >/dev/full 2>"$TESTDIR/err" </dev/null
+RC=$? OUT= ERR=$(<"$TESTDIR/err")
+expect_rc 1
+expect_err '^nbdboot: unable to write the output'
+end_test
+
 # Usage errors must win even though the server would answer.
 begin "usage: unknown option is exit 2"
 run_nbdboot --probe 127.0.0.1 "$P" --no-such-option

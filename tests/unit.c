@@ -159,6 +159,13 @@ static void test_sanitise(void)
 	nbd_sanitise(out, sizeof out, in, sizeof in);
 	report("sanitise: bounded with an ellipsis",
 	       strlen(out) == NBD_SHOW_MAX + 3 && !strcmp(out + NBD_SHOW_MAX, "..."), out);
+	char exact[NBD_SHOW_MAX + 4]; /* what callers give it: the text and "..." */
+	nbd_sanitise(exact, sizeof exact, in, sizeof in);
+	report("sanitise: a buffer of NBD_SHOW_MAX + 4 gets the '...' marker",
+	       strlen(exact) == NBD_SHOW_MAX + 3 && !strcmp(exact + NBD_SHOW_MAX, "..."), exact);
+	nbd_sanitise(exact, sizeof exact, in, NBD_SHOW_MAX);
+	report("sanitise: text of exactly NBD_SHOW_MAX bytes has no marker",
+	       strlen(exact) == NBD_SHOW_MAX, exact);
 }
 
 /* ---- Scripted servers --------------------------------------------------------- */
@@ -812,6 +819,22 @@ static const struct cmdline_case cmdline_cases[] = {
 	{ "root on another nbd", "nbdroot=s:/d nbddev=/dev/nbd1 root=/dev/nbd0p1", -1,
 	  .errpart = "not on the NBD device" },
 	{ "bad uri", "root=nbd://srv:x/", -1, .errpart = "root: " },
+	{ "root=/dev/nbd10p1 is not a partition of nbd1",
+	  "nbdroot=s:/d nbddev=/dev/nbd1 root=/dev/nbd10p1", -1, .errpart = "not on the NBD device" },
+	{ "root=/dev/nbd021 is not a kernel device name", "nbdroot=s:/d nbddev=/dev/nbd0 root=/dev/nbd021",
+	  -1, .errpart = "root=/dev/nbd021 is not /dev/nbdN" },
+	{ "root=/dev/nbd021 alone is refused too", "nbdroot=s:/d root=/dev/nbd021", -1,
+	  .errpart = "root=/dev/nbd021 is not /dev/nbdN" },
+	{ "partition 0 does not exist", "nbdroot=s:/d root=/dev/nbd0p0", -1,
+	  .errpart = "root=/dev/nbd0p0 is not" },
+	{ "partition with a leading zero", "nbdroot=s:/d root=/dev/nbd0p01", -1,
+	  .errpart = "root=/dev/nbd0p01 is not" },
+	{ "nbddev with a leading zero", "nbdroot=s:/d nbddev=/dev/nbd01", -1,
+	  .errpart = "'/dev/nbd01' is not an nbd device" },
+	{ "nbd1p12 is a partition of nbd1", "nbdroot=s:/d nbddev=/dev/nbd1 root=/dev/nbd1p12", 0, "s",
+	  "10809", "d", "/dev/nbd1", "/dev/nbd1p12" },
+	{ "nbd10 with root nbd10p1", "nbdroot=s:/d root=/dev/nbd10p1", 0, "s", "10809", "d",
+	  "/dev/nbd10", "/dev/nbd10p1" },
 };
 
 static void test_cmdline(void)
@@ -853,8 +876,66 @@ static void test_cmdline(void)
 	ok = nbd_parse_cmdline(&cfg, "nbdroot=/d2") == 0 && !strcmp(cfg.host, "10.2.2.2") &&
 	     !strcmp(cfg.name, "d2");
 	report("cmdline: nbdroot=/NAME takes the DHCP server", ok, nbd_last_error());
+	char longpath[600];
+	memset(longpath, 'a', sizeof longpath - 1);
+	longpath[sizeof longpath - 1] = 0;
+	setenv("ROOTPATH", longpath, 1);
+	config_defaults(&cfg);
+	ok = nbd_parse_cmdline(&cfg, "nbdroot=dhcp") == -1 &&
+	     strstr(nbd_last_error(), "ROOTPATH) is too long (599 bytes");
+	report("cmdline: a DHCP root-path of 512 bytes or more is too long, not 'not set'", ok,
+	       nbd_last_error());
 	unsetenv("ROOTPATH");
 	unsetenv("ROOTSERVER");
+}
+
+/* ---- --print-env: what the shell reads back ------------------------------------ */
+
+/* Run text through sh's eval and print NAME's value back. */
+static bool shell_value(const char *text, const char *name, char *value, size_t size)
+{
+	char path[] = "/tmp/nbdboot-unit-envXXXXXX", cmd[256];
+	int fd = mkstemp(path);
+	FILE *f;
+	size_t n;
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+		return false;
+	close(fd);
+	snprintf(cmd, sizeof cmd, "sh -c '. \"$1\"; printf %%s \"$%s\"' sh %s", name, path);
+	f = popen(cmd, "r");
+	n = f ? fread(value, 1, size - 1, f) : 0;
+	value[n] = 0;
+	unlink(path);
+	return f && pclose(f) == 0;
+}
+
+static void test_print_env(void)
+{
+	static struct nbd_config cfg;
+	static char text[NBD_ENV_MAX], back[NBD_STRING_MAX + 8];
+	size_t n;
+	config_defaults(&cfg);
+	memset(cfg.name, '\'', NBD_STRING_MAX);
+	cfg.name[NBD_STRING_MAX] = 0;
+	strcpy(cfg.host, "h");
+	n = nbd_format_env(&cfg, text, sizeof text);
+	report("print-env: 4096 single quotes fit, ending with the closing quote",
+	       n < sizeof text && strstr(text, "\nNBD_CONNECTIONS='1'\n") &&
+		       text[n - 1] == '\n',
+	       "output cut");
+	report("print-env: an export name of 4096 quotes evals back exactly",
+	       shell_value(text, "NBD_EXPORT", back, sizeof back) && !strcmp(back, cfg.name),
+	       back);
+	strcpy(cfg.name, "a'b\"c$(touch /tmp/nbdboot-pwned)`x`\\ \t;|&");
+	n = nbd_format_env(&cfg, text, sizeof text);
+	report("print-env: shell syntax in the name is data, not code",
+	       shell_value(text, "NBD_EXPORT", back, sizeof back) && !strcmp(back, cfg.name) &&
+		       access("/tmp/nbdboot-pwned", F_OK) != 0,
+	       back);
+	char small[64];
+	n = nbd_format_env(&cfg, small, sizeof small);
+	report("print-env: a short buffer reports the whole length needed",
+	       n > sizeof small && strlen(small) == sizeof small - 1, "wrong length");
 }
 
 /* ---- TLS pieces that need no server ----------------------------------------------- */
@@ -912,6 +993,64 @@ static void test_pem_errors(void)
 	unlink(path);
 }
 #endif
+
+/* A certificate skeleton: SEQUENCE { SEQUENCE { [0] version, [3] { SEQUENCE {
+ * Extension... } } } }, with one subjectAltName holding the given names. */
+static size_t der_cert(uint8_t *out, const uint8_t *names, size_t nlen, bool critical)
+{
+	uint8_t san[256], ext[300], exts[320], tbs[340];
+	size_t n = 0, e = 0, x = 0, t = 0, o = 0;
+	san[n++] = 0x04, san[n++] = (uint8_t)(nlen + 2), san[n++] = 0x30, san[n++] = (uint8_t)nlen;
+	memcpy(san + n, names, nlen), n += nlen;
+	ext[e++] = 0x30, ext[e++] = (uint8_t)(5 + (critical ? 3 : 0) + n);
+	memcpy(ext + e, "\x06\x03\x55\x1d\x11", 5), e += 5;
+	if (critical)
+		memcpy(ext + e, "\x01\x01\xff", 3), e += 3;
+	memcpy(ext + e, san, n), e += n;
+	exts[x++] = 0xa3, exts[x++] = (uint8_t)(e + 2), exts[x++] = 0x30, exts[x++] = (uint8_t)e;
+	memcpy(exts + x, ext, e), x += e;
+	tbs[t++] = 0x30, tbs[t++] = (uint8_t)(x + 5);
+	memcpy(tbs + t, "\xa0\x03\x02\x01\x02", 5), t += 5;
+	memcpy(tbs + t, exts, x), t += x;
+	out[o++] = 0x30, out[o++] = 0x81, out[o++] = (uint8_t)t;
+	memcpy(out + o, tbs, t);
+	return o + t;
+}
+
+static void test_der(void)
+{
+	static const uint8_t ip4[] = { 10, 0, 2, 2 }, names[] = {
+		0x82, 0x08, 'n', 'b', 'd', '.', 't', 'e', 's', 't', /* dNSName */
+		0x87, 0x04, 10, 0, 2, 2,                            /* iPAddress */
+	};
+	uint8_t cert[400], tag = 0x55;
+	const uint8_t *p, *val = NULL;
+	size_t len = 77, n;
+	bool ok = true;
+	n = der_cert(cert, names, sizeof names, false);
+	report("der: an iPAddress SAN is found", nbd_cert_has_ip(cert, n, ip4, 4), "not found");
+	report("der: another address is not", !nbd_cert_has_ip(cert, n, (const uint8_t *)"\x0a\0\2\3", 4),
+	       "found");
+	n = der_cert(cert, names, sizeof names, true);
+	report("der: a critical subjectAltName is read too", nbd_cert_has_ip(cert, n, ip4, 4),
+	       "not found");
+	for (size_t cut = 0; cut < n; cut++)
+		ok = ok && !nbd_cert_has_ip(cert, cut, ip4, 4);
+	report("der: every truncation of the certificate is a clean 'no'", ok, "found in a cut");
+	/* a length byte claiming more than is there: 0x84 (four length bytes) */
+	p = cert;
+	ok = !der_next(&p, cert + 3, &tag, &val, &len) && tag == 0x55 && val == NULL && len == 77 &&
+	     p == cert;
+	report("der: a failed element leaves tag, value and length untouched", ok, "outputs changed");
+	static const uint8_t bad_ext[] = { 0x30, 0x0c, 0x30, 0x0a, 0xa3, 0x84, 0xff, 0xff, 0xff,
+					   0xff, 0x30, 0x00, 0x00, 0x00 };
+	report("der: a malformed extensions length is a clean 'no'",
+	       !nbd_cert_has_ip(bad_ext, sizeof bad_ext, ip4, 4), "found");
+	static const uint8_t bad_san[] = { 0x87, 0x09, 10, 0, 2, 2 };
+	n = der_cert(cert, bad_san, sizeof bad_san, false);
+	report("der: an iPAddress longer than its SAN is a clean 'no'",
+	       !nbd_cert_has_ip(cert, n, ip4, 4), "found");
+}
 
 /* ---- Formatting: nbdboot's own printf against libc's ------------------------ */
 
@@ -974,9 +1113,11 @@ int main(void)
 	test_probe_disconnects();
 	test_list();
 	test_cmdline();
+	test_print_env();
 #if NBDBOOT_TLS
 	test_ktls_layout();
 	test_pem_errors();
+	test_der();
 #endif
 	printf("unit: %d passed, %d failed\n", passed, failed);
 	if (results)
