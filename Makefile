@@ -106,6 +106,7 @@ bench: deps
 	$(MAKE) nbdboot
 	bench/attach
 	bench/tls
+	bench/storm
 
 clean:
 	rm -f nbdboot $(BUILD)/unit $(BUILD)/unit-asan $(BUILD)/nbdboot-asan $(BUILD)/results.txt
