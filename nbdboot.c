@@ -2714,59 +2714,81 @@ static int ktls_install(int fd)
 
 static void become_resident(int keep_a, int keep_b, bool daemon);
 
-/* One transfer per pass, poll events from the engine state, flush after
- * application data; ends when either side closes. */
+/* One transfer per pass (BearSSL's tools/sslio.c): poll events come from
+ * the engine's state, flush after application data, and a hang-up or error
+ * counts only on a side we wait to read from, so nothing is acted on twice.
+ * While both sides are open the wait has no timeout: the kernel's request
+ * timeout ends a dead local side, and TCP itself (keepalive when idle,
+ * retransmission when not) ends a dead network.  Once the kernel lets go
+ * (EOF or hang-up), what it sent last still goes out, then close_notify,
+ * and the proxy waits at most NBD_PROXY_LINGER_MS for the server. */
 static void tls_proxy_loop(int net, int local)
 {
 	br_ssl_engine_context *e = &tls.sc.eng;
-	bool local_eof = false;
+	int64_t linger = 0; /* set once the kernel let go */
+	bool hup = false;   /* the kernel hung up: nobody to deliver to */
 	fcntl(net, F_SETFL, fcntl(net, F_GETFL) | O_NONBLOCK);
 	fcntl(local, F_SETFL, fcntl(local, F_GETFL) | O_NONBLOCK);
 	for (;;) {
 		unsigned st = br_ssl_engine_current_state(e);
-		struct pollfd p[2] = { { .fd = net }, { .fd = local } };
+		bool read_local = (st & BR_SSL_SENDAPP) && local >= 0;
+		struct pollfd p[2] = {
+			{ .fd = net, .events = (short)((st & BR_SSL_SENDREC ? POLLOUT : 0) |
+						       (st & BR_SSL_RECVREC ? POLLIN : 0)) },
+			{ .fd = local, .events = (short)((st & BR_SSL_RECVAPP && !hup ? POLLOUT : 0) |
+							 (read_local ? POLLIN : 0)) },
+		};
+		int64_t left = linger ? linger - nbd_now_ms() : -1;
 		size_t len;
 		uint8_t *buf;
 		ssize_t r;
-		if (st & BR_SSL_CLOSED)
-			return;
-		p[0].events = (st & BR_SSL_SENDREC ? POLLOUT : 0) | (st & BR_SSL_RECVREC ? POLLIN : 0);
-		p[1].events = (st & BR_SSL_RECVAPP ? POLLOUT : 0) |
-			      (st & BR_SSL_SENDAPP && !local_eof ? POLLIN : 0);
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			return;
+		if ((st & BR_SSL_RECVAPP) && (hup || local < 0)) {
+			br_ssl_engine_recvapp_buf(e, &len);
+			br_ssl_engine_recvapp_ack(e, len);
+			continue;
 		}
+		if ((st & BR_SSL_CLOSED) || (linger && left <= 0) || !(p[0].events | p[1].events))
+			return;
+		if (local >= 0 && !p[1].events)
+			p[1].fd = -1; /* not now: a hang-up must not wake us for nothing */
+		r = poll(p, 2, left < 0 ? -1 : left > INT_MAX ? INT_MAX : (int)left);
+		if (r < 0 && errno != EINTR)
+			return;
+		if (r <= 0)
+			continue;
 		if (p[0].revents & POLLOUT) {
 			buf = br_ssl_engine_sendrec_buf(e, &len);
-			if ((r = send(net, buf, len, MSG_NOSIGNAL)) <= 0 && errno != EAGAIN)
-				return;
-			if (r > 0)
+			if ((r = send(net, buf, len, MSG_NOSIGNAL)) > 0)
 				br_ssl_engine_sendrec_ack(e, (size_t)r);
+			else if (errno != EAGAIN && errno != EINTR)
+				return;
 		} else if (p[1].revents & POLLOUT) {
 			buf = br_ssl_engine_recvapp_buf(e, &len);
-			if ((r = send(local, buf, len, MSG_NOSIGNAL)) <= 0 && errno != EAGAIN)
-				return;
-			if (r > 0)
+			if ((r = send(local, buf, len, MSG_NOSIGNAL)) > 0)
 				br_ssl_engine_recvapp_ack(e, (size_t)r);
-		} else if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+			else if (errno != EAGAIN && errno != EINTR)
+				hup = true;
+		} else if ((p[0].events & POLLIN) && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
 			buf = br_ssl_engine_recvrec_buf(e, &len);
-			if ((r = recv(net, buf, len, 0)) == 0 || (r < 0 && errno != EAGAIN))
-				return; /* the server is gone: the kernel sees the pair close */
-			if (r > 0)
+			if ((r = recv(net, buf, len, 0)) > 0)
 				br_ssl_engine_recvrec_ack(e, (size_t)r);
-		} else if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+			else if (r == 0 || (errno != EAGAIN && errno != EINTR))
+				return; /* the server is gone: the kernel sees the pair close */
+		} else if (read_local && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
 			buf = br_ssl_engine_sendapp_buf(e, &len);
-			r = recv(local, buf, len, 0);
-			if (r > 0) {
+			if ((r = recv(local, buf, len, 0)) > 0) {
 				br_ssl_engine_sendapp_ack(e, (size_t)r);
 				br_ssl_engine_flush(e, 0);
-			} else if (r == 0 || errno != EAGAIN) {
-				local_eof = true; /* the kernel let go: close_notify, then leave */
+			} else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+				local = -1; /* the kernel let go: close_notify, then leave */
 				br_ssl_engine_close(e);
+				linger = nbd_now_ms() + NBD_PROXY_LINGER_MS;
 			}
+		} else if (p[1].revents & (POLLHUP | POLLERR)) {
+			hup = true; /* what it sent is read once the engine takes data */
 		}
+		if (hup && !linger)
+			linger = nbd_now_ms() + NBD_PROXY_LINGER_MS;
 	}
 }
 

@@ -287,6 +287,7 @@ struct ktls_info {
 #define NBD_TLS_CHAIN_MAX   8
 #define NBD_TLS_SEED_WAIT_MS 10000 /* for the random pool, within the step's deadline */
 #define NBD_TLS_SEED_STEP_MS 100
+#define NBD_PROXY_LINGER_MS  5000 /* the proxy, once the kernel let go: for close_notify */
 
 /* ---- Internal API ----------------------------------------------------------- */
 

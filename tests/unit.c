@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/wait.h>
+#include <sys/resource.h>
 
 static int passed, failed;
 static FILE *results;
@@ -1232,6 +1233,117 @@ static void test_netlink_parse(void)
 	close(sv[1]);
 }
 
+#if NBDBOOT_TLS
+/* ---- The TLS proxy, against a BearSSL server over a socketpair ----------------- */
+
+static int sock_read(void *ctx, unsigned char *buf, size_t len)
+{
+	ssize_t r = read(*(int *)ctx, buf, len);
+	return r <= 0 ? -1 : (int)r;
+}
+
+static int sock_write(void *ctx, const unsigned char *buf, size_t len)
+{
+	ssize_t r = write(*(int *)ctx, buf, len);
+	return r <= 0 ? -1 : (int)r;
+}
+
+/* A TLS server: answers "ping" with "pong", then stays silent (no
+ * close_notify, no EOF): a dead network, as the proxy sees it. */
+static void silent_server(int fd, const br_ec_private_key *sk)
+{
+	static br_ssl_server_context sc;
+	static br_sslio_context io;
+	static unsigned char iobuf[BR_SSL_BUFSIZE_BIDI];
+	static unsigned char dummy[] = { 0x30, 0x00 };
+	br_x509_certificate chain = { dummy, sizeof dummy };
+	unsigned char ping[4];
+	br_ssl_server_init_full_ec(&sc, &chain, 1, BR_KEYTYPE_EC, sk);
+	br_ssl_engine_set_buffer(&sc.eng, iobuf, sizeof iobuf, 1);
+	br_ssl_engine_inject_entropy(&sc.eng, "server entropy, a test only", 27);
+	br_ssl_server_reset(&sc);
+	br_sslio_init(&io, &sc.eng, sock_read, &fd, sock_write, &fd);
+	if (br_sslio_read_all(&io, ping, 4) == 0 && !memcmp(ping, "ping", 4)) {
+		br_sslio_write_all(&io, "pong", 4);
+		br_sslio_flush(&io);
+	}
+	sleep(30);
+	_exit(0);
+}
+
+static void test_proxy(void)
+{
+	static br_x509_knownkey_context kk;
+	static unsigned char kbuf[BR_EC_KBUF_PRIV_MAX_SIZE], pbuf[BR_EC_KBUF_PUB_MAX_SIZE];
+	br_hmac_drbg_context rng;
+	br_ec_private_key sk;
+	br_ec_public_key pk;
+	int net[2], loc[2], status = 0;
+	char buf[8] = "";
+	struct rusage ru;
+	pid_t srv, proxy;
+	br_hmac_drbg_init(&rng, &br_sha256_vtable, "key seed", 8);
+	br_ec_keygen(&rng.vtable, br_ec_get_default(), &sk, kbuf, BR_EC_secp256r1);
+	br_ec_compute_pub(br_ec_get_default(), &pk, pbuf, &sk);
+	socketpair(AF_UNIX, SOCK_STREAM, 0, net);
+	socketpair(AF_UNIX, SOCK_STREAM, 0, loc);
+	srv = fork();
+	if (srv == 0) {
+		close(net[0]);
+		close(loc[0]);
+		close(loc[1]);
+		silent_server(net[1], &sk);
+	}
+	close(net[1]);
+	/* the client engine as nbdboot sets it up, trusting the server's key */
+	tls_engine_setup();
+	br_x509_knownkey_init_ec(&kk, &pk, BR_KEYTYPE_KEYX | BR_KEYTYPE_SIGN);
+	br_ssl_engine_set_x509(&tls.sc.eng, &kk.vtable);
+	br_ssl_engine_inject_entropy(&tls.sc.eng, "client entropy, a test only", 27);
+	br_ssl_client_reset(&tls.sc, NULL, 0);
+	config_defaults(&C);
+	tls_cfg = &C;
+	fcntl(net[0], F_SETFL, O_NONBLOCK);
+	struct nbd_conn c = { .fd = net[0], .deadline_ms = nbd_now_ms() + 5000, .tls_active = true };
+	bool hs = tls_run(&c, BR_SSL_SENDAPP, "test handshake") == 0;
+	report("proxy: test handshake with a BearSSL server", hs, nbd_last_error());
+	proxy = fork();
+	if (proxy == 0) {
+		close(loc[1]);
+		tls_proxy_loop(net[0], loc[0]);
+		_exit(0);
+	}
+	close(net[0]);
+	close(loc[0]);
+	bool ok = write(loc[1], "ping", 4) == 4;
+	struct pollfd pf = { .fd = loc[1], .events = POLLIN };
+	ok = ok && poll(&pf, 1, 5000) == 1 && read(loc[1], buf, 4) == 4 && !memcmp(buf, "pong", 4);
+	report("proxy: carries the kernel's bytes to the server and back", ok, buf);
+	close(loc[1]); /* the kernel lets go while the server is silent */
+	int64_t t0 = nbd_now_ms(), took;
+	pid_t w = 0;
+	while (nbd_now_ms() - t0 < NBD_PROXY_LINGER_MS + 3000 &&
+	       (w = wait4(proxy, &status, WNOHANG, &ru)) == 0)
+		usleep(20000);
+	took = nbd_now_ms() - t0;
+	if (w != proxy) {
+		kill(proxy, SIGKILL);
+		wait4(proxy, &status, 0, &ru);
+	}
+	long cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000L +
+		      (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+	char why[128];
+	snprintf(why, sizeof why, "exited %s after %lld ms, %ld ms of CPU", w == proxy ? "yes" : "no",
+		 (long long)took, cpu_ms);
+	report("proxy: the kernel hangs up, the server is silent: it leaves after the linger time",
+	       w == proxy && took >= NBD_PROXY_LINGER_MS - 500 && took < NBD_PROXY_LINGER_MS + 2000,
+	       why);
+	report("proxy: ... and never busy-loops while it waits", cpu_ms < 200, why);
+	kill(srv, SIGKILL);
+	waitpid(srv, NULL, 0);
+}
+#endif
+
 /* ---- Formatting: nbdboot's own printf against libc's ------------------------ */
 
 #pragma GCC diagnostic push
@@ -1301,6 +1413,7 @@ int main(void)
 	test_ktls_layout();
 	test_pem_errors();
 	test_der();
+	test_proxy();
 #endif
 	printf("unit: %d passed, %d failed\n", passed, failed);
 	if (results)
