@@ -46,17 +46,20 @@ run_target() {
 	local opts=(-max_total_time="$SECS" -timeout=5 -rss_limit_mb=2048 -print_final_stats=1
 		-max_len="$(max_len "$t")" -artifact_prefix="$arts/$t-")
 	[ -f "$ROOT/tests/fuzz/$t.dict" ] && opts+=(-dict="$ROOT/tests/fuzz/$t.dict")
+	local t0=$SECONDS
 	"$bin" "${opts[@]}" "$work/corpus" >"$log" 2>&1
 	rc=$?
 	execs=$(final_stat number_of_executed_units "$log")
 	cov=$(grep -o 'cov: [0-9]* ft: [0-9]* corp: [0-9]*/[0-9]*[a-zA-Z]*' "$log" | tail -n 1)
-	echo "fuzz: $t: ${execs:-no} execs in ${SECS}s, ${cov:-no coverage line}"
+	echo "fuzz: $t: ${execs:-no} execs in $((SECONDS - t0)) s, ${cov:-no coverage line}"
 	if [ "$rc" -eq 0 ] && [ -n "$execs" ] && [ "$execs" -gt 0 ]; then
 		pass "fuzz: $t ($execs execs)"
 		return
 	fi
 	artifact=$(sed -n 's/.*Test unit written to //p' "$log" | tail -n 1)
-	why=$(grep -m 1 -E '^fuzz: property violated|ERROR: (AddressSanitizer|libFuzzer|LeakSanitizer)|runtime error:|^SUMMARY' "$log")
+	# the first line that says what went wrong, without the input's raw bytes
+	why=$(grep -a -m 1 -E '^fuzz: property violated|ERROR: (AddressSanitizer|libFuzzer|LeakSanitizer)|runtime error:|^SUMMARY' "$log" |
+		LC_ALL=C tr -c '[:print:]\n' '?')
 	fail "fuzz: $t" "exit $rc after ${execs:-0} execs: ${why:-see the log}${artifact:+; input kept in $artifact (replay: $bin $artifact)}; log $log"
 	[ -z "$VERBOSE" ] || sed 's/^/     | /' "$log" | tail -n 40
 }
