@@ -233,12 +233,22 @@ static struct nbd_error {
 	bool deadline;  /* a wait ran out of time */
 } err;
 
+/* Whatever went into it (a word of the kernel command line, a path), the
+ * message is one line of printable ASCII on the console. */
+static void err_printable(void)
+{
+	for (char *p = err.msg; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
+}
+
 static int fail_v(int cls, bool transient, const char *fmt, va_list ap)
 {
 	int saved = errno;
 	if (err.cls)
 		return -1;
 	vfmt(err.msg, sizeof err.msg, fmt, ap);
+	err_printable();
 	err.cls = cls;
 	err.transient = transient;
 	errno = saved;
@@ -268,6 +278,7 @@ static int err_wrap(const char *before, const char *after)
 	char old[sizeof err.msg];
 	memcpy(old, err.msg, sizeof old);
 	fmt(err.msg, sizeof err.msg, "%s%s%s", before, old, after);
+	err_printable();
 	return -1;
 }
 
@@ -278,6 +289,7 @@ static int err_reword(int cls, bool transient, const char *f, ...)
 	va_start(ap, f);
 	vfmt(err.msg, sizeof err.msg, f, ap);
 	va_end(ap);
+	err_printable();
 	err.cls = cls;
 	err.transient = transient;
 	return -1;

@@ -879,6 +879,8 @@ static const struct cmdline_case cmdline_cases[] = {
 	  .errpart = "root=/dev/nbd0p01 is not" },
 	{ "nbddev with a leading zero", "nbdroot=s:/d nbddev=/dev/nbd01", -1,
 	  .errpart = "'/dev/nbd01' is not an nbd device" },
+	{ "a newline inside quotes stays out of the message", "root=nbd:h:d nbdboot.\"\n\x1b[2J\"", -1,
+	  .errpart = "unknown nbdboot option '??[2J'" },
 	{ "nbd1p12 is a partition of nbd1", "nbdroot=s:/d nbddev=/dev/nbd1 root=/dev/nbd1p12", 0, "s",
 	  "10809", "d", "/dev/nbd1", "/dev/nbd1p12" },
 	{ "nbd10 with root nbd10p1", "nbdroot=s:/d root=/dev/nbd10p1", 0, "s", "10809", "d",
