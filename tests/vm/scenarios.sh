@@ -154,17 +154,36 @@ scenario() {  # scenario N NAME: returns 1 if not selected
 	case $want in *" $1 "*) ;; *) return 1 ;; esac
 	begin "vm $1: $2"
 	echo "---- vm $1: $2"
+	CON= LOG=$LOGDIR/scenario-$N.log
+	SERVERS=()
 }
+# serve START ARGS...: start a server with tests/lib.sh's START function
+# (start_nbdkit, start_nbd_server, start_qemu_nbd); one that does not come up
+# fails the scenario.  done_scenario stops every server started this way.
+serve() {
+	if ! "$@"; then
+		why "${1#start_} did not start (its log is above)"
+		return 1
+	fi
+	SERVERS+=("$SERVER_PID")
+}
+stop_servers() {
+	local p
+	for p in "${SERVERS[@]}"; do stop_server "$p"; done
+	SERVERS=()
+}
+# done_scenario: a scenario that never booted (no console) fails, whatever
+# else it checked
 done_scenario() {
 	local a
+	[ -n "$CON" ] || why "no boot: the console is empty"
 	a=$(attach_secs) && echo "     attach took ${a} s of guest time"
 	if ! end_test; then
 		echo "     console excerpt ($LOG):"
-		grep -E '^(NBD-|ROOT-|INIT|nbdboot|nbd-client|Kernel panic|EXT4-fs (error|warning)|block nbd|mount:|switch_root)|nbd[0-9]' <<<"$CON" |
+		grep -E '^(NBD-|ROOT-|KE-|INIT|nbdboot|nbd-client|Kernel panic|EXT4-fs (error|warning)|block nbd|mount:|switch_root)|nbd[0-9]' <<<"$CON" |
 			grep -v '^NBD-ENV' | tail -n 25 | sed 's/^/     | /'
 	fi
-	[ -z "${SERVER_PID:-}" ] || stop_server "$SERVER_PID"
-	SERVER_PID=
+	stop_servers
 }
 # TLS: nbdkit options for a TLS-only export, and the boot words for the CA
 TLS_SRV=(--tls=require "--tls-certificates=$PKI/nbdkit")
@@ -190,7 +209,7 @@ nbd_server_conf() {  # nbd_server_conf NAME FILE [EXTRA LINES]
 
 if scenario 1 "nbdkit, netlink, dracut root=nbd:SRV:PORT:ext4"; then
 	fresh_image flat
-	start_nbdkit file "$IMG" && {
+	serve start_nbdkit file "$IMG" && {
 		vm_boot "root=nbd:10.0.2.2:$PORT:ext4"
 		var_is NBD_ROOT /dev/nbd0; var_is NBD_FSTYPE ext4; var_is NBD_METHOD netlink
 		var_is NBD_PORT "$PORT"; var_is NBD_READONLY 0
@@ -205,7 +224,7 @@ fi
 
 if scenario 2 "nbd-server, ioctl, Debian nbdroot=SRV:PORT/NAME root=/dev/nbd0"; then
 	fresh_image flat
-	start_nbd_server "$(nbd_server_conf rootfs "$IMG")" && {
+	serve start_nbd_server "$(nbd_server_conf rootfs "$IMG")" && {
 		vm_boot "nbdroot=10.0.2.2:$PORT/rootfs root=/dev/nbd0 nbdboot.ioctl"
 		var_is NBD_EXPORT rootfs; var_is NBD_ROOT /dev/nbd0; var_is NBD_METHOD ioctl
 		con_has '^NBD-ATTACH-END rc=0' && con_has '^NBD-CHECK rc=0' 'nbdboot -c after attach'
@@ -220,7 +239,7 @@ fi
 
 if scenario 3 "qemu-nbd, partitioned image, nbdroot=SRV:PORT/NAME root=/dev/nbd0p1"; then
 	fresh_image part
-	start_qemu_nbd part "$IMG" && {
+	serve start_qemu_nbd part "$IMG" && {
 		vm_boot "nbdroot=10.0.2.2:$PORT/part root=/dev/nbd0p1"
 		var_is NBD_EXPORT part; var_is NBD_DEVICE /dev/nbd0; var_is NBD_ROOT /dev/nbd0p1
 		con_has '^NBD-ATTACH-END rc=0'
@@ -244,7 +263,7 @@ if scenario 4 "server up 6 s after nbdboot starts, root=nbd://SRV:PORT/ nbdboot.
 		done
 		if grep -aq '^NBD-ATTACH-BEGIN' "$LOG"; then
 			sleep 6
-			WANT_PORT=$late_port start_nbdkit file "$IMG" || why "nbdkit did not start on port $late_port"
+			WANT_PORT=$late_port serve start_nbdkit file "$IMG"
 		fi
 		vm_boot_wait
 		var_is NBD_PORT "$late_port"; var_is NBD_ROOT /dev/nbd0
@@ -254,13 +273,15 @@ if scenario 4 "server up 6 s after nbdboot starts, root=nbd://SRV:PORT/ nbdboot.
 		con_has '^NBD-MOUNTED /dev/nbd0 /newroot ext4 rw'
 		con_has "^ROOT-WROTE $TOKEN"
 		image_has_token
+	else
+		why "no free port for the late server"
 	fi
 	done_scenario
 fi
 
 if scenario 5 "read-only export (nbdkit -r), netroot=nbd:SRV:PORT:ext4"; then
 	fresh_image flat
-	start_nbdkit -r file "$IMG" && {
+	serve start_nbdkit -r file "$IMG" && {
 		vm_boot "netroot=nbd:10.0.2.2:$PORT:ext4"
 		var_is NBD_FSTYPE ext4
 		con_has '^NBD-ATTACH-END rc=0'
@@ -276,7 +297,7 @@ fi
 
 if scenario 6 "ioctl mode survives systemd-style killing after switch_root"; then
 	fresh_image flat
-	start_nbdkit file "$IMG" && {
+	serve start_nbdkit file "$IMG" && {
 		vm_boot "root=nbd:10.0.2.2:$PORT:ext4:rw:ioctl vmtest.root=killall"
 		var_is NBD_METHOD ioctl
 		con_has '^NBD-ATTACH-END rc=0'
@@ -298,7 +319,7 @@ fi
 
 if scenario 7 "wrong export name fails with the server's reason, nothing attached"; then
 	fresh_image flat
-	start_nbd_server "$(nbd_server_conf rootfs "$IMG")" && {
+	serve start_nbd_server "$(nbd_server_conf rootfs "$IMG")" && {
 		vm_boot "nbdroot=10.0.2.2:$PORT/nosuch root=/dev/nbd0 nbdboot.wait=20"
 		refused_boot 'no export named' "the server's reason on the console"
 	}
@@ -309,7 +330,7 @@ if scenario 8 "nbdboot.device/readonly/blocksize/timeout, nbdroot=SRV:PORT/ root
 	# blocksize 1024: the test root is ext4 with 1 KiB blocks (mkfs default for
 	# 32 MB), and a partition table in 512-byte sectors would not survive it
 	fresh_image flat
-	start_nbdkit file "$IMG" && {
+	serve start_nbdkit file "$IMG" && {
 		vm_boot "nbdroot=10.0.2.2:$PORT/ root=/dev/nbd1 nbdboot.device=/dev/nbd1 nbdboot.readonly nbdboot.blocksize=1024 nbdboot.timeout=30"
 		var_is NBD_DEVICE /dev/nbd1; var_is NBD_ROOT /dev/nbd1; var_is NBD_READONLY 1
 		con_has '^NBD-ATTACH-END rc=0'
@@ -325,7 +346,7 @@ if scenario 9 "netlink mode survives systemd-shutdown's SIGSTOP/SIGCONT to every
 	# kill(-1, SIGSTOP) spares nobody, '@' or not; it interrupts an ioctl-mode
 	# DO_IT holder (a kernel limitation nbd-client shares), so netlink only
 	fresh_image flat
-	start_nbdkit file "$IMG" && {
+	serve start_nbdkit file "$IMG" && {
 		vm_boot "root=nbd:10.0.2.2:$PORT:ext4 vmtest.root=stopall"
 		var_is NBD_METHOD netlink
 		con_has '^ROOT-AFTER-STOPALL'
@@ -339,7 +360,7 @@ fi
 
 if scenario 10 "TLS: root=nbds://SRV:PORT/ through kTLS, netlink, no resident process"; then
 	fresh_image flat
-	start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
+	serve start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
 		vm_boot "root=nbds://10.0.2.2:$PORT/ $(tls_boot)"
 		var_is NBD_TLS 1; var_is NBD_METHOD netlink
 		con_has '^NBD-CLOCK ok' 'the guest clock is right (certificate dates)'
@@ -356,7 +377,7 @@ fi
 
 if scenario 11 "TLS via the proxy, ioctl mode, survives systemd-style killing"; then
 	fresh_image flat
-	start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
+	serve start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
 		vm_boot "root=nbds://10.0.2.2:$PORT/ $(tls_boot) nbdboot.tls-proxy nbdboot.ioctl vmtest.root=killall"
 		var_is NBD_TLS 1; var_is NBD_METHOD ioctl
 		con_has '^NBD-CLOCK ok' 'the guest clock is right (certificate dates)'
@@ -384,7 +405,7 @@ fi
 if scenario 12 "TLS with a client certificate, two connections (dracut NBDOPTS), kTLS"; then
 	fresh_image flat
 	nlog=$TESTDIR/nbdkit-12.log
-	start_nbdkit "${TLS_SRV[@]}" --tls-verify-peer --filter=log file "$IMG" "logfile=$nlog" && {
+	serve start_nbdkit "${TLS_SRV[@]}" --tls-verify-peer --filter=log file "$IMG" "logfile=$nlog" && {
 		vm_boot "root=nbd:10.0.2.2:$PORT:ext4:rw:tls,conns=2,cert=/etc/nbd-client.pem,key=/etc/nbd-client-key.pem $(tls_boot)"
 		var_is NBD_TLS 1; var_is NBD_METHOD netlink; con_has "^NBD-ENV NBD_CONNECTIONS='2'"
 		con_has '^NBD-CLOCK ok' 'the guest clock is right (certificate dates)'
@@ -395,8 +416,7 @@ if scenario 12 "TLS with a client certificate, two connections (dracut NBDOPTS),
 		con_lacks 'I/O error|EXT4-fs error' 'no I/O errors over kTLS'
 		image_has_token
 		# connections the server saw over TLS that lived until the guest powered off
-		stop_server "$SERVER_PID"
-		SERVER_PID=
+		stop_servers
 		n=$(grep -c 'Connect export=.* tls=1' "$nlog" 2>/dev/null)
 		[ "${n:-0}" -ge 2 ] || why "nbdkit saw ${n:-0} TLS connections, expected 2 ($nlog)"
 		grep -q 'tls=0' "$nlog" 2>/dev/null && why "nbdkit saw a connection without TLS"
@@ -406,7 +426,7 @@ fi
 
 if scenario 13 "TLS with the wrong CA is refused: not trusted, nothing attached"; then
 	fresh_image flat
-	start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
+	serve start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
 		vm_boot "root=nbds://10.0.2.2:$PORT/ $(tls_boot other-) nbdboot.wait=20"
 		if ours; then refused_boot 'not trusted' 'the reason on the console'; else refused_boot; fi
 	}
@@ -415,7 +435,7 @@ fi
 
 if scenario 15 "TLS on a kernel without kTLS falls back to the proxy by itself"; then
 	fresh_image flat
-	start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
+	serve start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
 		vm_boot "root=nbds://10.0.2.2:$PORT/ rootfstype=ext4 vmtest.notls $(tls_boot)"
 		con_has '^NBD-NOTLS ok' 'the tls module was removed'
 		con_has '^NBD-ATTACH-END rc=0'
@@ -429,7 +449,7 @@ fi
 
 if scenario 14 "kernel refusals: busy device (netlink, ioctl), no nbd driver; -c and -d"; then
 	fresh_image flat
-	start_nbdkit file "$IMG" && {
+	serve start_nbdkit file "$IMG" && {
 		vm_boot "vmtest.kerrors vmtest.port=$PORT"
 		con_has '^KE-FIRST rc=0 nbdboot: attached'
 		if ours; then
