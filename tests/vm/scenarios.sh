@@ -14,34 +14,49 @@
 # Console logs are kept in build/vm/scenario-N.log.  Each scenario is one boot:
 # the host serves a fresh copy of an ext4 image (tests/vm/mkroot.sh, /sbin/init =
 # tests/vm/guest/root-init.sh), the guest runs tests/vm/guest/initrd-nbd.sh, and
-# the host checks the console and then the image (tests/vm/extract-file.sh).
-#   1 nbdkit file, netlink, dracut root=nbd:10.0.2.2:PORT:ext4
+# the host checks the console and then the image (tests/vm/extract-file.sh).  A
+# scenario whose server did not start, or that did not boot, fails.
+#   1 nbdkit file, netlink, dracut root=nbd:10.0.2.2:PORT:ext4; no ioctl-mode warning
 #   2 nbd-server, ioctl (nbdboot.ioctl), Debian nbdroot=10.0.2.2:PORT/NAME root=/dev/nbd0
 #   3 qemu-nbd, partitioned image, nbdroot=10.0.2.2:PORT/NAME root=/dev/nbd0p1
 #   4 server started 6 s after nbdboot began, root=nbd://10.0.2.2:PORT/ nbdboot.wait=60
 #   5 read-only export (nbdkit -r), netroot=nbd:...: mounted read-only, image unchanged
 #   6 ioctl mode (dracut's NBDOPTS field: root=nbd:SRV:PORT:ext4:rw:ioctl), then
-#     systemd-shutdown's killing (vmtest.root=shutdown in root-init.sh: both rounds
-#     of kill(-1, SIGSTOP), SIGTERM/SIGKILL to what is not marked '@', kill(-1,
-#     SIGCONT)): the SIGSTOP interrupts the '@' holder's NBD_DO_IT, the holder is
-#     gone and the root gives I/O errors (a kernel limit); nbdboot warned of it,
-#     once, when it attached with the ioctls
+#     systemd-shutdown's killing (vmtest.root=shutdown in root-init.sh, both rounds:
+#     kill(-1, SIGSTOP), SIGTERM or SIGKILL to every process not marked '@',
+#     kill(-1, SIGCONT), wait): the SIGSTOP wakes the '@' holder out of NBD_DO_IT
+#     (a kernel limit), the holder is gone, the root gives I/O errors and the
+#     1 MiB written after it does not read back; nbdboot printed one warning
+#     (/^nbdboot: warning: .*ioctl.*systemd/) when it attached with the ioctls
 #   7 wrong export name: boot fails with the server's reason, nothing attached
-#  14 kernel refusals: busy device (netlink and ioctl), no nbd driver, -c and -d
-#  15 TLS on a kernel without the tls module: the proxy takes over by itself
 #   8 nbdboot.device=/dev/nbd1 nbdboot.readonly nbdboot.blocksize=1024 nbdboot.timeout=30
 #     on a writable export: /dev/nbd1 read-only with 1 KiB blocks, mounted read-only
-#   9 netlink mode: the same systemd-shutdown sequence; no process is needed, the
-#     root stays usable (1 MiB written after it reads back, and is on the image)
+#   9 netlink mode, then the same systemd-shutdown sequence: no process is needed,
+#     the root stays usable (1 MiB written after it reads back, and is on the image)
 # TLS (nbdkit --tls=require with tests/pki.sh certificates; the initramfs holds
 # /etc/nbd-ca.pem, /etc/nbd-other-ca.pem, /etc/nbd-client.pem, /etc/nbd-client-key.pem;
 # the server certificate names nbd.test, so nbdboot.tlshostname=nbd.test):
 #  10 root=nbds://SRV:PORT/ through kTLS, netlink: no resident process at all
 #  11 the userspace proxy (nbdboot.tls-proxy), netlink, then the systemd-shutdown
-#     sequence: the '@' proxy survives SIGSTOP/SIGCONT, the root stays usable
+#     sequence: the one '@' process, the proxy, survives it and the root stays
+#     usable as in 9
 #  12 client certificate required (nbdkit --tls-verify-peer), nbdboot.conns=2
 #     in dracut's NBDOPTS field: two TLS connections, kTLS
 #  13 wrong CA (other-ca.pem): refused as not trusted, nothing attached, no switch_root
+#  15 TLS on a kernel without the tls module: the proxy takes over by itself
+# No switch_root:
+#  14 tests/vm/guest/kernel-errors.sh against three nbdkit exports: busy device
+#     (netlink and ioctl), -c and -d, the ioctl-mode warning (ioctl attach only);
+#     -C 2 works where the export advertises CAN_MULTI_CONN and, where it does not,
+#     is refused before anything is attached (exit 2, one stderr line naming
+#     CAN_MULTI_CONN and -C 1; netlink and ioctl); ioctl mode against a 16 KiB
+#     maximum block size (as 16); no nbd driver
+# Block sizes:
+#  16 nbdkit --filter=blocksize-policy blocksize-maximum=16384
+#     blocksize-error-policy=error (larger requests fail with EINVAL), netlink:
+#     the queue's max_sectors_kb is 16, a 4 MiB O_DIRECT read of the device in
+#     1 MiB requests and a 1 MiB O_DIRECT file write succeed without I/O errors,
+#     and the file reads back and is on the image
 # (no set -u: tests/lib.sh is not written for it)
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib.sh"     # pass/fail/summary, start_* servers, TESTDIR, cleanup
@@ -50,7 +65,7 @@ T0_ALL=$(date +%s)
 LOGDIR=$ROOT/build/vm
 mkdir -p "$LOGDIR"
 : "${SCEN_TIMEOUT:=100}" "${SCEN_CLIENT:=nbdboot}"
-want=" ${*:-1 2 3 4 5 6 7 8 9 10 11 12 13 14 15} "
+want=" ${*:-1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16} "
 
 finish() {
 	echo "tests/vm/scenarios.sh: $N_PASS passed, $N_FAIL failed, $N_SKIP skipped in $(($(date +%s) - T0_ALL)) s (logs: $LOGDIR)"
@@ -482,10 +497,39 @@ if scenario 15 "TLS on a kernel without kTLS falls back to the proxy by itself";
 	done_scenario
 fi
 
-if scenario 14 "kernel refusals: busy device (netlink, ioctl), no nbd driver; -c and -d"; then
+if scenario 16 "the server's maximum block size (16 KiB, larger refused) is honoured"; then
+	# nbdkit refuses (EINVAL) any request over the maximum it advertises; the
+	# nbd driver's queue sends up to 128 KiB at once (max_sectors_kb) by default
 	fresh_image flat
-	serve start_nbdkit file "$IMG" && {
-		vm_boot "vmtest.kerrors vmtest.port=$PORT"
+	serve start_nbdkit --filter=blocksize-policy file "$IMG" \
+		blocksize-maximum=16384 blocksize-error-policy=error && {
+		vm_boot "root=nbd:10.0.2.2:$PORT:ext4 vmtest.root=bigio"
+		var_is NBD_METHOD netlink
+		con_has '^NBD-ATTACH-END rc=0'
+		con_has '^ROOT-MAX-SECTORS-KB 16$' 'the queue capped at the 16 KiB maximum'
+		con_has '^ROOT-BIGREAD rc=0' '4 MiB O_DIRECT read of the device in 1 MiB requests'
+		con_has '^ROOT-BIGWRITE rc=0' '1 MiB O_DIRECT write to a file'
+		con_lacks 'I/O error|Other side returned error|EXT4-fs error' 'no request over the maximum'
+		con_has "^ROOT-WROTE $TOKEN"
+		image_has_token
+		sum=$(sed -n 's/^ROOT-BIGIO-READBACK-OK \([0-9a-f]*\)$/\1/p' <<<"$CON")
+		if [ -n "$sum" ]; then
+			got=$("$here/extract-file.sh" "$IMG" /bigio-data 2>/dev/null | md5sum | cut -d' ' -f1)
+			[ "$got" = "$sum" ] || why "image /bigio-data md5 $got, guest wrote $sum"
+		else
+			why "no ROOT-BIGIO-READBACK-OK"
+		fi
+	}
+	done_scenario
+fi
+
+if scenario 14 "kernel refusals: busy device (netlink, ioctl), no nbd driver, -C 2 without multi-conn; -c and -d"; then
+	fresh_image flat
+	serve start_nbdkit file "$IMG" && port=$PORT &&
+		serve start_nbdkit --filter=multi-conn file "$IMG" multi-conn-mode=disable && port_nomc=$PORT &&
+		serve start_nbdkit --filter=blocksize-policy file "$IMG" \
+			blocksize-maximum=16384 blocksize-error-policy=error && {
+		vm_boot "vmtest.kerrors vmtest.port=$port vmtest.port-nomc=$port_nomc vmtest.port-max16k=$PORT"
 		con_has '^KE-FIRST rc=0 nbdboot: attached'
 		if ours; then
 			con_has '^KE-BUSY-NETLINK rc=3 nbdboot: /dev/nbd0 is busy .*nbdboot -d /dev/nbd0' 'EBUSY explained'
@@ -495,10 +539,23 @@ if scenario 14 "kernel refusals: busy device (netlink, ioctl), no nbd driver; -c
 			con_has '^KE-DISCONNECT rc=0'
 			con_has '^KE-CHECK-AFTER rc=1 nbdboot: /dev/nbd0 is not connected'
 			con_has '^KE-FIRST-IOCTL rc=0 nbdboot: attached .*ioctl'
+			con_has "^KE-FIRST-IOCTL-WARNING ${IOCTL_WARNING#^}" 'ioctl attach warns about systemd'
+			con_lacks '^KE-FIRST-WARNING' 'netlink attach does not warn'
 			con_has '^KE-BUSY2-IOCTL rc=3 nbdboot: /dev/nbd1 is busy' 'EBUSY against an ioctl holder'
 			con_has '^KE-BUSY2-NETLINK rc=3 nbdboot: /dev/nbd1 is busy' 'EBUSY against an ioctl holder (netlink)'
 			con_has '^KE-STILL-READS2  ?53 ef' 'the ioctl-mode device still works'
 			con_has '^KE-DISCONNECT2 rc=0'
+			con_has '^KE-MULTICONN rc=0 nbdboot: attached' '-C 2 where the export advertises CAN_MULTI_CONN'
+			con_has '^KE-NO-MULTICONN rc=2 lines=1 nbdboot: .*CAN_MULTI_CONN.*-C 1' '-C 2 without CAN_MULTI_CONN refused, one line'
+			con_has '^KE-NO-MULTICONN-CHECK rc=1 nbdboot: /dev/nbd0 is not connected' 'nothing attached'
+			con_has '^KE-NO-MULTICONN-IOCTL rc=2 lines=1 nbdboot: .*CAN_MULTI_CONN.*-C 1' 'the same with the ioctls'
+			con_has '^KE-NO-MULTICONN-IOCTL-CHECK rc=1 nbdboot: /dev/nbd0 is not connected' 'nothing attached (ioctl)'
+			con_has '^KE-MAX16K-IOCTL rc=0 nbdboot: attached .*ioctl'
+			con_has '^KE-MAX16K-MAX-SECTORS-KB 16$' 'ioctl mode caps the queue at the 16 KiB maximum'
+			con_has '^KE-MAX16K-READ rc=0' '4 MiB O_DIRECT read in 1 MiB requests'
+			con_has '^KE-MAX16K-WRITE rc=0' '1 MiB O_DIRECT write'
+			con_has '^KE-MAX16K-REFUSED 0$' 'no request over the maximum'
+			con_has '^KE-MAX16K-DISCONNECT rc=0'
 			con_has '^KE-RMMOD ok'
 			con_has '^KE-NO-DRIVER rc=3 nbdboot: no nbd driver .*modprobe nbd' 'no module explained'
 			con_has '^KE-NO-DRIVER-IOCTL rc=3 nbdboot: no nbd driver'

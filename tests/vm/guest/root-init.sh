@@ -12,6 +12,10 @@
 #             victims; then the same with SIGKILL.  A `sleep 600` started here
 #             is the victim that shows the killing works.  Then 1 MiB is written
 #             to /shutdown-data and read back after dropping the page cache.
+#   bigio     I/O in requests far larger than 16 KiB: prints the root device's
+#             queue/max_sectors_kb, reads 4 MiB of the device with O_DIRECT in
+#             1 MiB requests, writes 1 MiB to /bigio-data with O_DIRECT and reads
+#             it back (O_DIRECT, after dropping the page cache).
 # Ends with poweroff -f.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
@@ -111,6 +115,25 @@ if [ "$mode" = shutdown ]; then
 		fi
 	else
 		echo "ROOT-SHUTDOWN-WRITE-FAILED"
+	fi
+fi
+
+if [ "$mode" = bigio ]; then
+	b=${rootdev#/dev/}
+	echo "ROOT-MAX-SECTORS-KB $(cat "/sys/block/${b%p[0-9]*}/queue/max_sectors_kb")"
+	dd if="$rootdev" of=/dev/null bs=1M count=4 iflag=direct 2>/dev/null
+	echo "ROOT-BIGREAD rc=$?"
+	mount -t tmpfs tmpfs /tmp
+	dd if=/dev/urandom of=/tmp/data bs=1M count=1 iflag=fullblock 2>/dev/null
+	sum1=$(md5sum </tmp/data | cut -d' ' -f1)
+	dd if=/tmp/data of=/bigio-data bs=1M oflag=direct 2>/dev/null && sync
+	echo "ROOT-BIGWRITE rc=$?"
+	echo 3 >/proc/sys/vm/drop_caches
+	sum2=$(dd if=/bigio-data bs=1M iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+	if [ "$sum1" = "$sum2" ]; then
+		echo "ROOT-BIGIO-READBACK-OK $sum2"
+	else
+		echo "ROOT-BIGIO-READBACK-BAD wrote=$sum1 read=$sum2"
 	fi
 fi
 
