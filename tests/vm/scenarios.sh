@@ -9,7 +9,10 @@
 #                  (tests/vm/guest/refshim.sh stands in for nbdboot in the guest;
 #                  nbdboot's own messages are not checked; 7 and 13 then fail:
 #                  nbd-client neither names the reason nor gives up; 10 and 12
-#                  fail: its TLS needs a resident process)
+#                  fail: its TLS needs a resident process; 11 fails: that process
+#                  is not marked '@' and the SIGTERM round kills it; 16 fails:
+#                  nbd-client does not cap the queue either; 14 runs nbdboot's
+#                  own command lines; 6 passes: its ioctl holder dies the same way)
 #   SCEN_TIMEOUT   seconds per qemu boot (default 100)
 # Console logs are kept in build/vm/scenario-N.log.  Each scenario is one boot:
 # the host serves a fresh copy of an ext4 image (tests/vm/mkroot.sh, /sbin/init =
@@ -360,9 +363,10 @@ if scenario 6 "ioctl mode: systemd-shutdown's SIGSTOP ends the holder; nbdboot w
 		holder=$(sed -n 's/^ROOT-HOLDER \([0-9]*\) @.*/\1/p' <<<"$CON")
 		[ -n "$holder" ] || why "no '@' holder after switch_root"
 		shutdown_ran
-		con_has "^ROOT-KILL TERM: [0-9 ]+ \(spared: $holder\)" 'TERM spared the holder'
-		con_has '^ROOT-KILL KILL: .*\(spared: none\)' 'the holder was gone after the first SIGSTOP/SIGCONT'
-		con_has '^ROOT-AFTER-KILL holders: none ' 'no holder left'
+		# '@' processes only ever get SIGSTOP and SIGCONT (root-init.sh's
+		# broadcast); how soon the holder exits after that is its own business
+		con_has "^ROOT-KILL TERM: [0-9 ]+ \(spared: $holder\)" 'the holder was there, spared by SIGTERM'
+		con_has '^ROOT-AFTER-KILL holders: none ' 'the holder is gone after the sequence'
 		con_has 'I/O error, dev nbd0' 'the device fails after the sequence'
 		con_has '^ROOT-READBACK-BAD|^ROOT-SHUTDOWN-WRITE-FAILED' 'the 1 MiB written after it does not read back'
 		con_lacks '^ROOT-READBACK-OK'
