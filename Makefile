@@ -3,6 +3,7 @@
 #   make                  ./nbdboot, static, stripped, with TLS
 #   make NBDBOOT_TLS=0    the same program without TLS
 #   make check            install test dependencies (as root), build, run all tests
+#   make fuzz             run each libFuzzer target for FUZZ_SECONDS (default 60)
 #
 # BearSSL: Debian's libbearssl-dev ships a libbearssl.a compiled against glibc
 # with _FORTIFY_SOURCE, so it needs __memcpy_chk and friends, which musl does
@@ -31,6 +32,17 @@ LDFLAGS += -static -Wl,--gc-sections -s
 SANFLAGS := -std=c11 $(WARN) -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
             -fno-sanitize-recover=all -DNBDBOOT_TLS=$(NBDBOOT_TLS) -DNBDBOOT_BUILD_TIME=$(BUILD_TIME)
 
+# libFuzzer targets (tests/fuzz/): Debian 12's clang 14 and its fuzzer runtime,
+# always with TLS, linked against the glibc BearSSL build.  clang warns about
+# nbdboot's own vfmt() taking a format argument; gcc does not.
+CC_FUZZ      ?= clang
+FUZZ_TARGETS := cmdline uri argv handshake san
+FUZZ_BINS    := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+FUZZ_SECONDS ?= 60
+FUZZFLAGS := -std=c11 $(WARN) -Wno-format-nonliteral -g -O1 -fsanitize=fuzzer,address,undefined \
+             -fno-sanitize-recover=all -fno-omit-frame-pointer -DNBDBOOT_TLS=1 \
+             -DNBDBOOT_BUILD_TIME=$(BUILD_TIME)
+
 ifeq ($(NBDBOOT_TLS),1)
 TLS_DEPS   := $(BEARSSL_LIB)
 TLS_CFLAGS := -I$(BEARSSL_INC)
@@ -41,9 +53,10 @@ endif
 
 # Debian 12 packages the tests need; `make deps` installs the missing ones.
 DEPS := musl-tools gcc libc6-dev make xz-utils ca-certificates nbdkit nbd-server qemu-utils \
-        qemu-system-x86 busybox-static cpio e2fsprogs fdisk kmod openssl perl
+        qemu-system-x86 busybox-static cpio e2fsprogs fdisk kmod openssl perl \
+        clang libclang-rt-14-dev
 
-.PHONY: all check deps demo bench clean distclean
+.PHONY: all check deps demo bench clean distclean fuzz fuzz-build
 all: nbdboot
 
 nbdboot: nbdboot.c nbdboot.h $(TLS_DEPS) $(BUILD)/config.tls$(NBDBOOT_TLS)
@@ -81,6 +94,12 @@ $(BUILD)/nbdboot-asan: nbdboot.c nbdboot.h $(SAN_DEPS) $(BUILD)/config.tls$(NBDB
 	@mkdir -p $(BUILD)
 	$(CC_SAN) $(SANFLAGS) $(TLS_CFLAGS) -o $@ nbdboot.c $(SAN_LIBS)
 
+$(FUZZ_BINS): $(BUILD)/%: tests/%.c tests/fuzz/fuzz.h nbdboot.c nbdboot.h $(BEARSSL_SAN)
+	@mkdir -p $(BUILD)/fuzz
+	$(CC_FUZZ) $(FUZZFLAGS) -I$(BEARSSL_INC) -o $@ $< $(BEARSSL_SAN)
+
+fuzz-build: $(FUZZ_BINS)
+
 deps:
 	@if [ "$$(id -u)" = 0 ] && ! apt-cache show linux-image-amd64 nbd-client >/dev/null 2>&1; then \
 		echo "make: apt-get update (the VM tests download Debian packages)"; \
@@ -93,8 +112,14 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$line >/dev/null
 
 check: deps
-	$(MAKE) nbdboot $(BUILD)/unit $(BUILD)/unit-asan $(BUILD)/nbdboot-asan
+	$(MAKE) nbdboot $(BUILD)/unit $(BUILD)/unit-asan $(BUILD)/nbdboot-asan fuzz-build
 	tests/run-all.sh
+
+# Each target for FUZZ_SECONDS from its seed corpus (copied: the repo's
+# corpus is never written); findings are kept under build/fuzz/artifacts.
+fuzz: deps
+	$(MAKE) fuzz-build
+	tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 # The README's first command: boot a VM whose root is an NBD export.
 demo: deps
@@ -110,6 +135,7 @@ bench: deps
 
 clean:
 	rm -f nbdboot $(BUILD)/unit $(BUILD)/unit-asan $(BUILD)/nbdboot-asan $(BUILD)/results.txt
+	rm -rf $(BUILD)/fuzz
 
 distclean: clean
 	rm -rf $(BUILD)

@@ -217,30 +217,46 @@ static void out(const char *f, ...)
 }
 
 /* ==== Errors ================================================================
- * The first failure is recorded with its class (exit code) and whether a
- * retry may help; callers return -1 and main() prints it once.  Owns the
- * error buffer; calls nothing but libc formatting.
+ * Errors are sticky: the first failure is the cause and is kept with its
+ * class (exit code) and whether a retry may help; failures after it (a
+ * goodbye that fails too, a cleanup) change nothing.  Callers return -1 and
+ * main() prints the cause once.  err_refine() is the one way to change the
+ * kept error: a caller that knows more says so explicitly.  Owns the error;
+ * calls nothing but formatting.
  */
 
 static struct nbd_error {
 	char msg[640];
-	int cls;
-	bool transient;
-	bool eof; /* the failure was the server closing the connection */
+	int cls;        /* EXIT_*; 0 while nothing failed */
+	bool transient; /* retrying may help: network, server busy or starting */
+	bool eof;       /* the server closed the connection */
+	bool deadline;  /* a wait ran out of time */
 } err;
+
+/* Whatever went into it (a word of the kernel command line, a path), the
+ * message is one line of printable ASCII on the console. */
+static void err_printable(void)
+{
+	for (char *p = err.msg; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
+}
 
 static int fail_v(int cls, bool transient, const char *fmt, va_list ap)
 {
 	int saved = errno;
+	if (err.cls)
+		return -1;
 	vfmt(err.msg, sizeof err.msg, fmt, ap);
+	err_printable();
 	err.cls = cls;
 	err.transient = transient;
-	err.eof = false;
 	errno = saved;
 	return -1;
 }
 
 #define DEFINE_FAIL(fn, cls, transient)                 \
+	__attribute__((format(printf, 1, 2)))            \
 	static int fn(const char *fmt, ...)             \
 	{                                               \
 		va_list ap;                             \
@@ -253,6 +269,31 @@ DEFINE_FAIL(fail_usage, EXIT_USAGE, false)
 DEFINE_FAIL(fail_server, EXIT_SERVER, false)
 DEFINE_FAIL(fail_retry, EXIT_SERVER, true)
 DEFINE_FAIL(fail_kernel, EXIT_KERNEL, false)
+
+/* The two ways to change the kept error, for a caller that learnt more
+ * about the same failure: put context around its text (class and verdict
+ * stay), or reword it with a new class and retry verdict. */
+static int err_wrap(const char *before, const char *after)
+{
+	char old[sizeof err.msg];
+	memcpy(old, err.msg, sizeof old);
+	fmt(err.msg, sizeof err.msg, "%s%s%s", before, old, after);
+	err_printable();
+	return -1;
+}
+
+__attribute__((format(printf, 3, 4)))
+static int err_reword(int cls, bool transient, const char *f, ...)
+{
+	va_list ap;
+	va_start(ap, f);
+	vfmt(err.msg, sizeof err.msg, f, ap);
+	va_end(ap);
+	err_printable();
+	err.cls = cls;
+	err.transient = transient;
+	return -1;
+}
 
 void nbd_error_clear(void) { memset(&err, 0, sizeof err); }
 const char *nbd_last_error(void) { return err.msg; }
@@ -388,13 +429,12 @@ static const struct opt *find_short(char c)
 	return find_id((unsigned char)c);
 }
 
-/* Put "prefix: " before the recorded error, keeping its class. */
+/* Name the parameter the kept error came from: "prefix: ...". */
 static int fail_prefix(const char *prefix)
 {
-	char last[sizeof err.msg];
-	memcpy(last, err.msg, sizeof last);
-	fmt(err.msg, sizeof err.msg, "%s: %.*s", prefix, (int)(sizeof last - 64), last);
-	return -1;
+	char before[64];
+	fmt(before, sizeof before, "%s: ", prefix);
+	return err_wrap(before, "");
 }
 
 static int copy_str(char *dst, size_t dstsz, const char *src, const char *what)
@@ -406,17 +446,31 @@ static int copy_str(char *dst, size_t dstsz, const char *src, const char *what)
 	return 0;
 }
 
+#define DIGITS "0123456789"
+
+/* The decimal number at s: how many digits it has (0 when none, or when
+ * it does not fit 64 bits) and its value. */
+static size_t scan_decimal(const char *s, uint64_t *v)
+{
+	size_t n = strspn(s, DIGITS);
+	*v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (*v > (UINT64_MAX - 9) / 10)
+			return 0;
+		*v = *v * 10 + (uint64_t)(s[i] - '0');
+	}
+	return n;
+}
+
 /* Unsigned decimal in [lo, hi]; no sign, no junk. */
 static int parse_uint(const char *s, uint64_t lo, uint64_t hi, uint64_t *out, const char *what)
 {
-	uint64_t v = 0;
+	uint64_t v;
+	size_t n = scan_decimal(s, &v);
 	if (!*s)
 		return fail_usage("%s is empty", what);
-	for (const char *p = s; *p; p++) {
-		if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
-			return fail_usage("%s '%s' is not a number", what, shown_name(s));
-		v = v * 10 + (uint64_t)(*p - '0');
-	}
+	if (!n || s[n])
+		return fail_usage("%s '%s' is not a number", what, shown_name(s));
 	if (v < lo || v > hi)
 		return fail_usage("%s %s is out of range (%llu to %llu)", what, s,
 				  (unsigned long long)lo, (unsigned long long)hi);
@@ -464,35 +518,20 @@ static int set_host(struct nbd_config *cfg, const char *s, size_t len)
 
 static bool all_digits(const char *s)
 {
-	if (!*s)
-		return false;
-	for (; *s; s++)
-		if (*s < '0' || *s > '9')
-			return false;
-	return true;
+	return *s && !s[strspn(s, DIGITS)];
 }
 
 /* A device or partition number as the kernel writes it: no leading zero. */
 static bool is_index(const char *s, size_t len)
 {
-	if (len == 0 || (len > 1 && s[0] == '0'))
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (s[i] < '0' || s[i] > '9')
-			return false;
-	return true;
+	uint64_t v;
+	return len && (len == 1 || s[0] != '0') && scan_decimal(s, &v) == len &&
+	       v <= NBD_INDEX_MAX;
 }
 
 static bool is_device_arg(const char *s)
 {
-	if (!strncmp(s, "/dev/", 5))
-		return true;
-	if (strncmp(s, "nbd", 3) || !s[3])
-		return false;
-	for (s += 3; *s; s++)
-		if (*s < '0' || *s > '9')
-			return false;
-	return true;
+	return !strncmp(s, "/dev/", 5) || (!strncmp(s, "nbd", 3) && all_digits(s + 3));
 }
 
 static int set_device(struct nbd_config *cfg, const char *s)
@@ -671,16 +710,17 @@ static int apply_option(struct nbd_config *cfg, int id, const char *v)
 	case 'N': return copy_str(cfg->name, sizeof cfg->name, v, "export name");
 	case 'b': return parse_u32(v, 1, UINT32_MAX, &cfg->block_size, "block size");
 	case 't': return parse_u32(v, 1, UINT32_MAX, &cfg->timeout, "timeout");
-	case 'C': return parse_u32(v, 1, 64, &cfg->conns, "connections");
+	case 'C': return parse_u32(v, 1, NBD_CONNS_MAX, &cfg->conns, "connections");
 	case 'R': cfg->readonly = true; return 0;
-	case 'p': cfg->persist = true; return 0;
-	case 's': cfg->swap = true; return 0;
+	case 'p': /* nbd-client's; reconnecting is not implemented (yet) */
+	case 's': /* resident processes are always locked in memory */
+	case 'm': /* ... and always marked '@' for systemd */
+	case 'P': /* nbd-client's preinit: nbdboot always negotiates itself */
+		return 0;
 	case 'S': return fail_usage("SDP is not supported (and was removed from Linux)");
-	case 'm': cfg->systemd_mark = true; return 0;
 	case 'n': cfg->nofork = true; return 0;
 	case 'L': cfg->use_ioctl = true; return 0;
 	case 'B': return parse_uint(v, 1, NBD_SIZE_MAX, &cfg->size_override, "size");
-	case 'P': cfg->preinit = true; return 0;
 	case 'g': cfg->no_optgo = true; return 0;
 	case 'u': cfg->host_is_socket = true; return 0;
 	case 'x': cfg->tls = true; return 0;
@@ -883,8 +923,8 @@ static int cmdline_dracut(struct nbd_config *cfg, char *v, const char *param)
 	char *rest = v + 4, *srv = next_field(&rest), *second = next_field(&rest);
 	char *fstype = next_field(&rest), *flags = next_field(&rest), *opts = rest;
 	if (!srv || set_host(cfg, srv, strlen(srv)))
-		return fail_usage("%s: bad server in '%s' (nbd:SRV:PORT_OR_NAME[:FSTYPE[:ROOTFLAGS"
-				  "[:NBDOPTS]]])", param, shown_name(v));
+		return err_reword(EXIT_USAGE, false, "%s: bad server in '%s' (nbd:SRV:PORT_OR_NAME[:FSTYPE"
+				  "[:ROOTFLAGS[:NBDOPTS]]])", param, shown_name(v));
 	if (second && all_digits(second)) {
 		if (set_port(cfg, second))
 			return fail_prefix(param);
@@ -948,9 +988,7 @@ static int cmdline_debian(struct nbd_config *cfg, char *v)
 static int cmdline_rootdev(struct nbd_config *cfg, const char *v)
 {
 	char dev[NBD_DEVICE_MAX + 1];
-	size_t n = 8; /* strlen("/dev/nbd") */
-	while (v[n] >= '0' && v[n] <= '9')
-		n++;
+	size_t n = 8 + strspn(v + 8, DIGITS); /* after "/dev/nbd" */
 	if (!is_index(v + 8, n - 8) || n >= sizeof dev ||
 	    (v[n] && (v[n] != 'p' || !is_index(v + n + 1, strlen(v + n + 1)) || v[n + 1] == '0')))
 		return fail_usage("root=%s is not /dev/nbdN or /dev/nbdNpM", shown_name(v));
@@ -1048,8 +1086,10 @@ int nbd_parse_cmdline(struct nbd_config *cfg, const char *text)
 }
 
 /* ==== Connection ============================================================
- * Resolves and connects (TCP or Unix) within the deadline, sets socket
- * options.  Transient failures are marked so nbd_open() can retry.
+ * Resolves and connects (TCP or Unix) under the deadline of the boot step,
+ * sets socket options.  Transient failures are marked so the retry loop
+ * (end of Negotiation) tries again.  Owns poll_until(), the one wait on a
+ * file descriptor that everything else uses.
  */
 
 int64_t nbd_now_ms(void)
@@ -1064,6 +1104,26 @@ static void sleep_ms(int64_t ms)
 	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
 	while (nanosleep(&ts, &ts) && errno == EINTR)
 		;
+}
+
+/* Wait until fd has one of events or the deadline passes: 0 when ready,
+ * else -1 with errno (ETIMEDOUT at the deadline). */
+static int poll_until(int fd, short events, int64_t deadline)
+{
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = events };
+		int64_t left = deadline - nbd_now_ms();
+		int r;
+		if (left <= 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		r = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+		if (r > 0)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return -1;
+	}
 }
 
 static bool transient_errno(int e)
@@ -1108,22 +1168,8 @@ static int connect_addr(const struct sockaddr *sa, socklen_t salen, int64_t dead
 		return -1;
 	if (connect(fd, sa, salen) == 0)
 		return fd;
-	if (errno != EINPROGRESS)
+	if (errno != EINPROGRESS || poll_until(fd, POLLOUT, deadline))
 		goto out;
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLOUT };
-		int64_t left = deadline - nbd_now_ms();
-		int r;
-		if (left <= 0) {
-			errno = ETIMEDOUT;
-			goto out;
-		}
-		r = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
-		if (r > 0)
-			break;
-		if (r < 0 && errno != EINTR)
-			goto out;
-	}
 	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) == 0 && e == 0)
 		return fd;
 	errno = e ? e : EIO;
@@ -1146,24 +1192,89 @@ static int connect_unix(const struct nbd_config *cfg, int64_t deadline)
 	return fd;
 }
 
+/* -- name resolution under the deadline -------------------------------------
+ * musl's getaddrinfo takes no deadline (its resolver waits as resolv.conf
+ * says), so a name, as opposed to an address literal, is resolved by a
+ * child that sends the addresses back through a pipe. */
+
+struct resolved {
+	int gai; /* getaddrinfo's result, EAI_AGAIN when the deadline passed */
+	unsigned n;
+	struct { socklen_t len; struct sockaddr_storage sa; } addr[NBD_ADDRS_MAX];
+};
+
+static void resolve_now(const struct nbd_config *cfg, int flags, struct resolved *rs)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV | flags };
+	struct addrinfo *res, *ai;
+	rs->n = 0;
+	rs->gai = getaddrinfo(cfg->host, cfg->port, &hints, &res);
+	if (rs->gai)
+		return;
+	for (ai = res; ai && rs->n < NBD_ADDRS_MAX; ai = ai->ai_next) {
+		if (ai->ai_addrlen > sizeof rs->addr[0].sa)
+			continue;
+		rs->addr[rs->n].len = ai->ai_addrlen;
+		memcpy(&rs->addr[rs->n++].sa, ai->ai_addr, ai->ai_addrlen);
+	}
+	freeaddrinfo(res);
+}
+
+static void resolve_child(const struct nbd_config *cfg, int64_t deadline, struct resolved *rs)
+{
+	int pfd[2];
+	pid_t pid;
+	size_t got = 0;
+	rs->gai = EAI_AGAIN;
+	rs->n = 0;
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return;
+	pid = fork();
+	if (pid == 0) {
+		close(pfd[0]);
+		resolve_now(cfg, 0, rs);
+		_exit(write_whole(pfd[1], (const char *)rs, sizeof *rs) ? 1 : 0);
+	}
+	close(pfd[1]);
+	while (pid > 0 && got < sizeof *rs && poll_until(pfd[0], POLLIN, deadline) == 0) {
+		ssize_t r = read(pfd[0], (char *)rs + got, sizeof *rs - got);
+		if (r <= 0 && !(r < 0 && errno == EINTR))
+			break;
+		got += r > 0 ? (size_t)r : 0;
+	}
+	close(pfd[0]);
+	if (pid > 0) {
+		kill(pid, SIGKILL); /* done or out of time: either way it must go */
+		waitpid(pid, NULL, 0);
+	}
+	if (got != sizeof *rs || rs->n > NBD_ADDRS_MAX) {
+		rs->gai = EAI_AGAIN;
+		rs->n = 0;
+		err.deadline = nbd_now_ms() >= deadline;
+	}
+}
+
 static int connect_tcp(const struct nbd_config *cfg, int64_t deadline)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-	struct addrinfo *res, *ai;
+	static struct resolved rs;
 	int fd = -1, e = ECONNREFUSED;
-	int r = getaddrinfo(cfg->host, cfg->port, &hints, &res);
-	if (r == EAI_AGAIN)
-		return fail_retry("unable to resolve %s: %s", cfg->host, gai_strerror(r));
-	if (r)
-		return fail_server("unable to resolve %s: %s", cfg->host, gai_strerror(r));
-	for (ai = res; ai && fd < 0; ai = ai->ai_next) {
+	resolve_now(cfg, AI_NUMERICHOST, &rs);
+	if (rs.gai == EAI_NONAME)
+		resolve_child(cfg, deadline, &rs);
+	if (rs.gai == EAI_AGAIN)
+		return fail_retry("unable to resolve %s: %s", cfg->host,
+				  err.deadline ? "no answer before the deadline" : gai_strerror(rs.gai));
+	if (rs.gai || rs.n == 0)
+		return fail_server("unable to resolve %s: %s", cfg->host,
+				   rs.gai ? gai_strerror(rs.gai) : "no address");
+	for (unsigned i = 0; i < rs.n && fd < 0; i++) {
 		/* Leave time for the other addresses if this one is a black hole. */
-		int64_t cap = nbd_now_ms() + (ai->ai_next ? 5000 : INT64_MAX / 2);
-		fd = connect_addr(ai->ai_addr, ai->ai_addrlen, cap < deadline ? cap : deadline);
+		int64_t cap = nbd_now_ms() + (i + 1 < rs.n ? 5000 : INT64_MAX / 2);
+		fd = connect_addr((struct sockaddr *)&rs.addr[i].sa, rs.addr[i].len,
+				  cap < deadline ? cap : deadline);
 		if (fd < 0)
 			e = errno;
 	}
-	freeaddrinfo(res);
 	if (fd < 0)
 		return (transient_errno(e) ? fail_retry : fail_server)(
 			"unable to connect to %s: %s", server_name(cfg), strerror(e));
@@ -1188,18 +1299,13 @@ static uint8_t sbuf[4 + NBD_OPT_HDR_LEN + 4 + NBD_STRING_MAX + 2 + 2];
 
 static int wait_io(struct nbd_conn *c, short events, const char *what)
 {
-	for (;;) {
-		struct pollfd p = { .fd = c->fd, .events = events };
-		int64_t left = c->deadline_ms - nbd_now_ms();
-		int r;
-		if (left <= 0)
-			return fail_server("timed out waiting for the server (%s)", what);
-		r = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
-		if (r > 0)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return fail_server("poll failed (%s): %s", what, strerror(errno));
-	}
+	if (poll_until(c->fd, events, c->deadline_ms) == 0)
+		return 0;
+	if (errno != ETIMEDOUT)
+		return fail_server("poll failed (%s): %s", what, strerror(errno));
+	fail_server("timed out waiting for the server (%s)", what);
+	err.deadline = true;
+	return -1;
 }
 
 static int read_full(struct nbd_conn *c, void *buf, size_t len, const char *what)
@@ -1213,8 +1319,8 @@ static int read_full(struct nbd_conn *c, void *buf, size_t len, const char *what
 		ssize_t r = recv(c->fd, (uint8_t *)buf + got, len - got, MSG_DONTWAIT);
 		if (r > 0) {
 			got += (size_t)r;
-		} else if (r == 0) {
-			fail_server("server closed the connection (%s)", what);
+		} else if (r == 0) { /* a server starting, or turning us away */
+			fail_retry("server closed the connection (%s)", what);
 			err.eof = true;
 			return -1;
 		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -1341,12 +1447,18 @@ static const char *server_says(const struct reply *r)
 	return buf;
 }
 
-/* One message per NBD_REP_ERR_*: what happened and what to do. */
+/* One message per NBD_REP_ERR_*: what happened and what to do.  A server
+ * busy with a booting fleet answers GO with POLICY (nbd-server's
+ * maxconnections), UNKNOWN (nbdkit's limit filter) or SHUTDOWN: those are
+ * retried, and the message says only what the server said. */
 static int reply_error(const struct reply *r, uint32_t opt, const char *name)
 {
 	const char *says = server_says(r), *on = opt_name(opt);
+	bool go = opt == NBD_OPT_GO || opt == NBD_OPT_INFO;
 	char exp[NBD_SHOW_MAX + 32];
-	if (*name)
+	if (!go)
+		fmt(exp, sizeof exp, "%s", on);
+	else if (*name)
 		fmt(exp, sizeof exp, "export '%s'", shown_name(name));
 	else
 		fmt(exp, sizeof exp, "the default export");
@@ -1354,7 +1466,7 @@ static int reply_error(const struct reply *r, uint32_t opt, const char *name)
 	case NBD_REP_ERR_UNSUP:
 		return fail_server("server does not support %s%s", on, says);
 	case NBD_REP_ERR_POLICY:
-		return fail_server("server refused %s by policy%s", exp, says);
+		return (go ? fail_retry : fail_server)("server refused %s by policy%s", exp, says);
 	case NBD_REP_ERR_INVALID:
 		return fail_server("server rejected %s as invalid%s", on, says);
 	case NBD_REP_ERR_PLATFORM:
@@ -1362,9 +1474,8 @@ static int reply_error(const struct reply *r, uint32_t opt, const char *name)
 	case NBD_REP_ERR_TLS_REQD:
 		return fail_server("server requires TLS: add --tls or use nbds://%s", says);
 	case NBD_REP_ERR_UNKNOWN:
-		if (*name)
-			return fail_server("server has no export named '%s'%s", shown_name(name), says);
-		return fail_server("server has no default export: name one with -N%s", says);
+		return (go ? fail_retry : fail_server)("server refused %s as unknown or unavailable%s",
+							 exp, says);
 	case NBD_REP_ERR_SHUTDOWN:
 		return fail_retry("server is shutting down%s", says);
 	case NBD_REP_ERR_BLOCK_SIZE_REQD:
@@ -1433,6 +1544,66 @@ static int parse_info(const struct reply *r, struct nbd_export *ex, bool *have_e
 	return 0;
 }
 
+/* NBD_OPT_LIST: each entry to fn, until the ACK.  0, or -1. */
+static int opt_list(struct nbd_conn *c, void (*fn)(const char *, const char *, void *), void *arg)
+{
+	static char name[NBD_STRING_MAX + 1], desc[NBD_STRING_MAX + 1];
+	struct reply r;
+	if (send_option(c, NBD_OPT_LIST, NULL, 0))
+		return -1;
+	for (int n = 0; n < NBD_REPLIES_MAX; n++) {
+		uint32_t nlen;
+		if (read_reply(c, NBD_OPT_LIST, &r))
+			return -1;
+		if (r.type == NBD_REP_ACK)
+			return 0;
+		if (r.type != NBD_REP_SERVER)
+			return reply_error(&r, NBD_OPT_LIST, "");
+		nlen = r.len < 4 ? 0 : be32_get(r.data);
+		if (r.len < 4 || nlen > r.len - 4 || nlen > NBD_STRING_MAX ||
+		    r.len - 4 - nlen > NBD_STRING_MAX)
+			return fail_server("server sent a malformed export list entry (%u bytes)", r.len);
+		memcpy(name, r.data + 4, nlen);
+		name[nlen] = 0;
+		memcpy(desc, r.data + 4 + nlen, r.len - 4 - nlen);
+		desc[r.len - 4 - nlen] = 0;
+		fn(name, desc, arg);
+	}
+	return fail_server("server sent more than %d export list entries", NBD_REPLIES_MAX);
+}
+
+struct listed {
+	const char *want;
+	bool found;
+	char names[NBD_SHOW_MAX + 4]; /* the first few, for the message */
+	size_t n;
+};
+
+static void listed_add(const char *name, const char *desc, void *arg)
+{
+	struct listed *l = arg;
+	(void)desc;
+	l->found = l->found || !strcmp(name, l->want);
+	if (l->n + 8 < sizeof l->names)
+		l->n += (size_t)fmt(l->names + l->n, sizeof l->names - l->n, "%s'%s'", l->n ? ", " : "",
+				    shown_name(name));
+	if (l->n >= sizeof l->names)
+		l->n = sizeof l->names - 1;
+}
+
+/* GO was refused as UNKNOWN, which a busy server says too: only if the
+ * server's own list lacks the name is the name wrong (and not worth
+ * retrying).  A server that will not list keeps the refusal as it was. */
+static void refusal_or_unknown(struct nbd_conn *c, const char *name)
+{
+	static struct listed l;
+	memset(&l, 0, sizeof l);
+	l.want = name;
+	if (opt_list(c, listed_add, &l) == 0 && !l.found)
+		err_reword(EXIT_SERVER, false, "server has no export named '%s' (it lists %s)", shown_name(name),
+			   l.n ? l.names : "none");
+}
+
 enum { GO_DONE = 0, GO_FAILED = -1, GO_UNSUPPORTED = 1 };
 
 static void opt_abort(struct nbd_conn *c);
@@ -1473,6 +1644,8 @@ static int opt_go(struct nbd_conn *c, uint32_t opt, const char *name, struct nbd
 		if (r.type == NBD_REP_ERR_UNSUP)
 			return GO_UNSUPPORTED;
 		reply_error(&r, opt, name);
+		if (r.type == NBD_REP_ERR_UNKNOWN && *name)
+			refusal_or_unknown(c, name);
 		opt_abort(c);
 		return GO_FAILED;
 	}
@@ -1489,10 +1662,10 @@ static int opt_export_name(struct nbd_conn *c, const char *name, struct nbd_expo
 	if (send_option(c, NBD_OPT_EXPORT_NAME, name, (uint32_t)strlen(name)))
 		return -1;
 	if (read_full(c, rep, len, "EXPORT_NAME")) {
-		if (err.eof)
-			return fail_server("server closed the connection after EXPORT_NAME: it has no "
-					   "%s%s%s or refused it", *name ? "export named '" : "default export",
-					   *name ? shown_name(name) : "", *name ? "'" : "");
+		if (err.eof) /* EXPORT_NAME has no error reply: a refusal is a close */
+			err_reword(EXIT_SERVER, true, "server refused %s%s%s: it closed the connection after "
+				   "EXPORT_NAME, which gives no reason", *name ? "export '" : "the default export",
+				   *name ? shown_name(name) : "", *name ? "'" : "");
 		return -1;
 	}
 	ex->size = be64_get(rep);
@@ -1506,12 +1679,10 @@ static void opt_abort(struct nbd_conn *c)
 {
 	struct reply r;
 	int64_t soon = nbd_now_ms() + 1000;
-	struct nbd_error saved = err; /* a failed goodbye must not mask the cause */
 	if (c->deadline_ms > soon)
 		c->deadline_ms = soon;
 	if (send_option(c, NBD_OPT_ABORT, NULL, 0) == 0)
 		read_reply(c, NBD_OPT_ABORT, &r);
-	err = saved;
 }
 
 /* In transmission phase, the only polite goodbye is NBD_CMD_DISC. */
@@ -1520,9 +1691,7 @@ static void cmd_disc(struct nbd_conn *c)
 	uint8_t req[NBD_REQUEST_LEN] = { 0 };
 	be32_put(req, NBD_REQUEST_MAGIC);
 	be16_put(req + 6, NBD_CMD_DISC);
-	struct nbd_error saved = err;
 	write_all(c, req, sizeof req, "disconnect");
-	err = saved;
 }
 
 /* STARTTLS is the first option, after FIXED_NEWSTYLE only; never downgrade. */
@@ -1536,7 +1705,8 @@ static int opt_starttls(struct nbd_conn *c, const struct nbd_config *cfg)
 		return -1;
 	if (r.type != NBD_REP_ACK) {
 		reply_error(&r, NBD_OPT_STARTTLS, "");
-		return fail_server("%s: refusing to continue without TLS", err.msg);
+		err.transient = false; /* whatever the reason: never go on in plaintext */
+		return err_wrap("", ": refusing to continue without TLS");
 	}
 	return tls_handshake(c, cfg);
 }
@@ -1624,61 +1794,81 @@ int nbd_negotiate(struct nbd_conn *c, const struct nbd_config *cfg, struct nbd_e
 	return 0;
 }
 
-static void list_add(const struct reply *r, void (*fn)(const char *, const char *, void *),
-		     void *arg)
-{
-	static char name[NBD_STRING_MAX + 1], desc[NBD_STRING_MAX + 1];
-	uint32_t nlen = be32_get(r->data);
-	memcpy(name, r->data + 4, nlen);
-	name[nlen] = 0;
-	memcpy(desc, r->data + 4 + nlen, r->len - 4 - nlen);
-	desc[r->len - 4 - nlen] = 0;
-	fn(name, desc, arg);
-}
-
 int nbd_list(struct nbd_conn *c, const struct nbd_config *cfg,
 	     void (*fn)(const char *, const char *, void *), void *arg)
 {
 	struct nbd_export ex;
-	struct reply r;
 	bool oldstyle;
 	if (read_greeting(c, cfg, &ex, &oldstyle))
 		return -1;
 	if (oldstyle || !c->fixed)
 		return fail_server("server cannot list exports (it does not speak fixed newstyle)");
-	if (cfg->tls && opt_starttls(c, cfg))
+	if ((cfg->tls && opt_starttls(c, cfg)) || opt_list(c, fn, arg))
 		return -1;
-	if (send_option(c, NBD_OPT_LIST, NULL, 0))
-		return -1;
-	for (int n = 0; n < NBD_REPLIES_MAX; n++) {
-		if (read_reply(c, NBD_OPT_LIST, &r))
-			return -1;
-		if (r.type == NBD_REP_ACK) {
-			opt_abort(c);
-			return 0;
-		}
-		if (r.type != NBD_REP_SERVER) {
-			reply_error(&r, NBD_OPT_LIST, "");
-			opt_abort(c);
-			return -1;
-		}
-		if (r.len < 4 || be32_get(r.data) > r.len - 4 || be32_get(r.data) > NBD_STRING_MAX ||
-		    r.len - 4 - be32_get(r.data) > NBD_STRING_MAX)
-			return fail_server("server sent a malformed export list entry (%u bytes)", r.len);
-		list_add(&r, fn, arg);
-	}
-	return fail_server("server sent more than %d export list entries", NBD_REPLIES_MAX);
+	opt_abort(c);
+	return 0;
 }
 
-/* Connect and run op within the deadline, retrying transient failures with
- * backoff: at boot the network and the server may not be up yet. */
-static int with_retries(const struct nbd_config *cfg, int (*op)(struct nbd_conn *, void *),
-			void *arg)
+/* -- retrying ------------------------------------------------------------------
+ * At boot the network and the server may not be up yet, and a server facing
+ * a whole fleet turns clients away (busy, by policy, shutting down, or just
+ * closing).  Such failures are retried until the step's deadline, with
+ * exponential backoff and random jitter so that a fleet does not retry in
+ * lockstep.  The first failure of each kind (reaching the server, the
+ * server's answer) is shown once; the final error names the last one. */
+
+static struct retry_state {
+	uint64_t rng;
+	char last[sizeof err.msg]; /* the last failure that was not the deadline itself */
+	bool said[2];              /* [0] network, [1] server */
+} retry;
+
+/* xorshift64*, seeded from the kernel (never blocking) and the clock:
+ * machines booted from one image must not draw the same numbers. */
+static uint64_t jitter_random(void)
 {
-	int64_t deadline = nbd_now_ms() + (int64_t)cfg->wait_seconds * 1000;
-	int64_t delay = 100;
-	for (;;) {
+	if (!retry.rng) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		if (syscall(SYS_getrandom, &retry.rng, sizeof retry.rng, GRND_INSECURE) < 0 &&
+		    syscall(SYS_getrandom, &retry.rng, sizeof retry.rng, GRND_NONBLOCK) < 0)
+			retry.rng = 0;
+		retry.rng ^= (uint64_t)ts.tv_nsec << 20 ^ (uint64_t)ts.tv_sec ^ (uint64_t)getpid() << 40;
+		retry.rng |= 1;
+	}
+	retry.rng ^= retry.rng >> 12;
+	retry.rng ^= retry.rng << 25;
+	retry.rng ^= retry.rng >> 27;
+	return retry.rng * 0x2545f4914f6cdd1dULL;
+}
+
+/* The pause before attempt n+1: half the exponential step, plus up to as much. */
+static int64_t backoff_ms(unsigned n)
+{
+	int64_t step = NBD_RETRY_FIRST_MS << (n < 16 ? n : 16);
+	if (step > NBD_RETRY_MAX_MS)
+		step = NBD_RETRY_MAX_MS;
+	return step / 2 + (int64_t)(jitter_random() % (uint64_t)(step / 2 + 1));
+}
+
+/* After a transient failure: remember it and say it, once per kind. */
+static void retry_note(const struct nbd_config *cfg, bool reached)
+{
+	if (!err.deadline)
+		memcpy(retry.last, err.msg, sizeof retry.last);
+	if (retry.said[reached] || err.deadline)
+		return;
+	retry.said[reached] = true;
+	say("%s; retrying until %u s have passed (--wait)", err.msg, cfg->wait_seconds);
+}
+
+/* Connect and run op until it succeeds or the deadline passes. */
+static int with_retries(const struct nbd_config *cfg, int64_t deadline,
+			int (*op)(struct nbd_conn *, void *), void *arg)
+{
+	for (unsigned n = 0;; n++) {
 		struct nbd_conn c = { .fd = -1, .deadline_ms = deadline };
+		nbd_error_clear();
 		trace("connecting to %s", server_name(cfg));
 		c.fd = cfg->unix_path[0] ? connect_unix(cfg, deadline) : connect_tcp(cfg, deadline);
 		if (c.fd >= 0) {
@@ -1691,18 +1881,22 @@ static int with_retries(const struct nbd_config *cfg, int (*op)(struct nbd_conn 
 		}
 		if (!err.transient)
 			return -1;
-		int64_t left = deadline - nbd_now_ms();
+		retry_note(cfg, c.fd >= 0);
+		int64_t left = deadline - nbd_now_ms(), pause = backoff_ms(n);
 		if (left > 0)
-			sleep_ms(delay < left ? delay : left);
+			sleep_ms(pause < left ? pause : left);
 		if (nbd_now_ms() >= deadline) {
-			/* report the last real failure, not the deadline itself */
 			char last[sizeof err.msg];
-			memcpy(last, err.msg, sizeof last);
-			return fail_server("%.*s (gave up after %u s; see --wait)",
-					   (int)(sizeof last - 48), last, cfg->wait_seconds);
+			memcpy(last, retry.last[0] ? retry.last : err.msg, sizeof last);
+			nbd_error_clear();
+			return fail_server("%s (gave up after %u s; see --wait)", last, cfg->wait_seconds);
 		}
-		delay = delay * 2 > 2000 ? 2000 : delay * 2;
 	}
+}
+
+static int64_t deadline_after(unsigned seconds)
+{
+	return nbd_now_ms() + (int64_t)seconds * 1000;
 }
 
 struct open_args {
@@ -1717,10 +1911,10 @@ static int open_op(struct nbd_conn *c, void *arg)
 	return nbd_negotiate(c, a->cfg, a->ex, a->probe);
 }
 
-int nbd_open(const struct nbd_config *cfg, struct nbd_export *ex, bool probe)
+int nbd_open(const struct nbd_config *cfg, int64_t deadline, struct nbd_export *ex, bool probe)
 {
 	struct open_args a = { cfg, ex, probe };
-	return with_retries(cfg, open_op, &a);
+	return with_retries(cfg, deadline, open_op, &a);
 }
 
 /* ==== TLS ===================================================================
@@ -2244,21 +2438,24 @@ static void tls_set_time(void)
 
 /* Seed from getrandom: wait for the pool at most 10 s, then take what the
  * kernel has rather than hang the boot forever. */
-static int tls_seed(void)
+static int tls_seed(int64_t deadline)
 {
 	uint8_t seed[32];
 	long r = -1;
-	for (int i = 0; i < 100 && r != (long)sizeof seed; i++) {
-		r = syscall(SYS_getrandom, seed, sizeof seed, 1 /* GRND_NONBLOCK */);
-		if (r < 0 && errno != EAGAIN && errno != EINTR)
+	int64_t until = nbd_now_ms() + NBD_TLS_SEED_WAIT_MS;
+	if (until > deadline)
+		until = deadline;
+	for (;;) {
+		r = syscall(SYS_getrandom, seed, sizeof seed, GRND_NONBLOCK);
+		if (r == (long)sizeof seed || (r < 0 && errno != EAGAIN && errno != EINTR) ||
+		    nbd_now_ms() >= until)
 			break;
-		if (r < 0)
-			sleep_ms(100);
+		sleep_ms(NBD_TLS_SEED_STEP_MS);
 	}
 	if (r != (long)sizeof seed) {
-		r = syscall(SYS_getrandom, seed, sizeof seed, 4 /* GRND_INSECURE */);
+		r = syscall(SYS_getrandom, seed, sizeof seed, GRND_INSECURE);
 		if (r == (long)sizeof seed)
-			say("the kernel's random pool is not ready after 10 s; seeding TLS anyway");
+			say("the kernel's random pool is not ready; seeding TLS anyway");
 	}
 	if (r != (long)sizeof seed)
 		return fail_server("unable to get random bytes for TLS: %s", strerror(errno));
@@ -2266,7 +2463,7 @@ static int tls_seed(void)
 	return 0;
 }
 
-static int tls_prepare(const struct nbd_config *cfg)
+static int tls_prepare(const struct nbd_config *cfg, int64_t deadline)
 {
 	if (!tls.loaded) {
 		if (!cfg->cacert[0])
@@ -2279,7 +2476,7 @@ static int tls_prepare(const struct nbd_config *cfg)
 	if (tls_client_auth(cfg))
 		return -1;
 	tls_set_time();
-	if (tls_seed())
+	if (tls_seed(deadline))
 		return -1;
 	memset(&tls.rx, 0, sizeof tls.rx);
 	memset(&tls.tx, 0, sizeof tls.tx);
@@ -2342,10 +2539,13 @@ static int tls_lost(const char *what, const char *how)
 	if (cert_requested)
 		return fail_server("TLS: the server requires a client certificate: give --cert and "
 				   "--key (%s: %s)", what, how);
+	/* A hang-up inside the handshake is the server refusing our TLS (versions,
+	 * suites, our certificate): not worth retrying.  After it, the server
+	 * turns us away like any other: retried, inside TLS again. */
 	if (!handshake_done)
 		return fail_server("TLS: the server ended the handshake (%s); it may not speak TLS 1.2 "
 				   "with ECDHE and AES-GCM or ChaCha20-Poly1305", how);
-	return fail_server("TLS connection lost (%s): %s", what, how);
+	return fail_retry("TLS connection lost (%s): %s", what, how);
 }
 
 /* Move records until the engine offers one of the states in want. */
@@ -2449,7 +2649,7 @@ static const char *tls_suite_name(void)
 static int tls_handshake(struct nbd_conn *c, const struct nbd_config *cfg)
 {
 	tls_cfg = cfg;
-	if (tls_prepare(cfg))
+	if (tls_prepare(cfg, c->deadline_ms))
 		return -1;
 	c->tls_active = true;
 	handshake_done = false;
@@ -2526,59 +2726,81 @@ static int ktls_install(int fd)
 
 static void become_resident(int keep_a, int keep_b, bool daemon);
 
-/* One transfer per pass, poll events from the engine state, flush after
- * application data; ends when either side closes. */
+/* One transfer per pass (BearSSL's tools/sslio.c): poll events come from
+ * the engine's state, flush after application data, and a hang-up or error
+ * counts only on a side we wait to read from, so nothing is acted on twice.
+ * While both sides are open the wait has no timeout: the kernel's request
+ * timeout ends a dead local side, and TCP itself (keepalive when idle,
+ * retransmission when not) ends a dead network.  Once the kernel lets go
+ * (EOF or hang-up), what it sent last still goes out, then close_notify,
+ * and the proxy waits at most NBD_PROXY_LINGER_MS for the server. */
 static void tls_proxy_loop(int net, int local)
 {
 	br_ssl_engine_context *e = &tls.sc.eng;
-	bool local_eof = false;
+	int64_t linger = 0; /* set once the kernel let go */
+	bool hup = false;   /* the kernel hung up: nobody to deliver to */
 	fcntl(net, F_SETFL, fcntl(net, F_GETFL) | O_NONBLOCK);
 	fcntl(local, F_SETFL, fcntl(local, F_GETFL) | O_NONBLOCK);
 	for (;;) {
 		unsigned st = br_ssl_engine_current_state(e);
-		struct pollfd p[2] = { { .fd = net }, { .fd = local } };
+		bool read_local = (st & BR_SSL_SENDAPP) && local >= 0;
+		struct pollfd p[2] = {
+			{ .fd = net, .events = (short)((st & BR_SSL_SENDREC ? POLLOUT : 0) |
+						       (st & BR_SSL_RECVREC ? POLLIN : 0)) },
+			{ .fd = local, .events = (short)((st & BR_SSL_RECVAPP && !hup ? POLLOUT : 0) |
+							 (read_local ? POLLIN : 0)) },
+		};
+		int64_t left = linger ? linger - nbd_now_ms() : -1;
 		size_t len;
 		uint8_t *buf;
 		ssize_t r;
-		if (st & BR_SSL_CLOSED)
-			return;
-		p[0].events = (st & BR_SSL_SENDREC ? POLLOUT : 0) | (st & BR_SSL_RECVREC ? POLLIN : 0);
-		p[1].events = (st & BR_SSL_RECVAPP ? POLLOUT : 0) |
-			      (st & BR_SSL_SENDAPP && !local_eof ? POLLIN : 0);
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			return;
+		if ((st & BR_SSL_RECVAPP) && (hup || local < 0)) {
+			br_ssl_engine_recvapp_buf(e, &len);
+			br_ssl_engine_recvapp_ack(e, len);
+			continue;
 		}
+		if ((st & BR_SSL_CLOSED) || (linger && left <= 0) || !(p[0].events | p[1].events))
+			return;
+		if (local >= 0 && !p[1].events)
+			p[1].fd = -1; /* not now: a hang-up must not wake us for nothing */
+		r = poll(p, 2, left < 0 ? -1 : left > INT_MAX ? INT_MAX : (int)left);
+		if (r < 0 && errno != EINTR)
+			return;
+		if (r <= 0)
+			continue;
 		if (p[0].revents & POLLOUT) {
 			buf = br_ssl_engine_sendrec_buf(e, &len);
-			if ((r = send(net, buf, len, MSG_NOSIGNAL)) <= 0 && errno != EAGAIN)
-				return;
-			if (r > 0)
+			if ((r = send(net, buf, len, MSG_NOSIGNAL)) > 0)
 				br_ssl_engine_sendrec_ack(e, (size_t)r);
+			else if (errno != EAGAIN && errno != EINTR)
+				return;
 		} else if (p[1].revents & POLLOUT) {
 			buf = br_ssl_engine_recvapp_buf(e, &len);
-			if ((r = send(local, buf, len, MSG_NOSIGNAL)) <= 0 && errno != EAGAIN)
-				return;
-			if (r > 0)
+			if ((r = send(local, buf, len, MSG_NOSIGNAL)) > 0)
 				br_ssl_engine_recvapp_ack(e, (size_t)r);
-		} else if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+			else if (errno != EAGAIN && errno != EINTR)
+				hup = true;
+		} else if ((p[0].events & POLLIN) && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
 			buf = br_ssl_engine_recvrec_buf(e, &len);
-			if ((r = recv(net, buf, len, 0)) == 0 || (r < 0 && errno != EAGAIN))
-				return; /* the server is gone: the kernel sees the pair close */
-			if (r > 0)
+			if ((r = recv(net, buf, len, 0)) > 0)
 				br_ssl_engine_recvrec_ack(e, (size_t)r);
-		} else if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+			else if (r == 0 || (errno != EAGAIN && errno != EINTR))
+				return; /* the server is gone: the kernel sees the pair close */
+		} else if (read_local && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
 			buf = br_ssl_engine_sendapp_buf(e, &len);
-			r = recv(local, buf, len, 0);
-			if (r > 0) {
+			if ((r = recv(local, buf, len, 0)) > 0) {
 				br_ssl_engine_sendapp_ack(e, (size_t)r);
 				br_ssl_engine_flush(e, 0);
-			} else if (r == 0 || errno != EAGAIN) {
-				local_eof = true; /* the kernel let go: close_notify, then leave */
+			} else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+				local = -1; /* the kernel let go: close_notify, then leave */
 				br_ssl_engine_close(e);
+				linger = nbd_now_ms() + NBD_PROXY_LINGER_MS;
 			}
+		} else if (p[1].revents & (POLLHUP | POLLERR)) {
+			hup = true; /* what it sent is read once the engine takes data */
 		}
+		if (hup && !linger)
+			linger = nbd_now_ms() + NBD_PROXY_LINGER_MS;
 	}
 }
 
@@ -2647,7 +2869,7 @@ static char **main_argv; /* for the '@' mark of resident processes */
 struct attach {
 	const struct nbd_config *cfg;
 	struct nbd_export ex;
-	int fds[64];
+	int fds[NBD_CONNS_MAX];
 	unsigned nfds;
 	uint32_t block_size;
 	uint64_t size;
@@ -2655,13 +2877,29 @@ struct attach {
 	bool proxied; /* TLS through the userspace proxy rather than kTLS */
 };
 
+/* N of a /dev/nbdN that set_device() accepted. */
 static int device_index(const char *dev)
 {
-	const char *p = dev + strlen("/dev/nbd");
-	long v = 0;
-	for (; *p >= '0' && *p <= '9' && v < 1000000; p++)
-		v = v * 10 + (*p - '0');
+	uint64_t v;
+	scan_decimal(dev + strlen("/dev/nbd"), &v);
 	return (int)v;
+}
+
+/* The server's maximum payload, which binds every request once
+ * NBD_INFO_BLOCK_SIZE was asked for, in the KiB of the queue's
+ * max_sectors_kb; 0 when the server sets no maximum. */
+static uint32_t request_limit_kb(const struct nbd_export *ex)
+{
+	if (!ex->has_block_sizes || ex->max_block == NBD_BLOCK_MAX_ANY)
+		return 0;
+	return ex->max_block / 1024;
+}
+
+/* The kernel refuses a max_sectors_kb below one page. */
+static uint32_t queue_min_kb(void)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	return page > 1024 ? (uint32_t)(page / 1024) : 1;
 }
 
 /* Default 512 (partition tables of 512-byte-sector images), raised to the
@@ -2681,6 +2919,10 @@ static int choose_block_size(struct attach *a)
 	}
 	if (ex->has_block_sizes && ex->max_block != NBD_BLOCK_MAX_ANY && bs > ex->max_block)
 		return fail_usage("block size %u is above the server's maximum %u", bs, ex->max_block);
+	if (request_limit_kb(ex) && request_limit_kb(ex) < queue_min_kb())
+		return fail_server("the server takes requests of at most %u bytes, and Linux's nbd "
+				   "driver cannot keep its requests below %u KiB", ex->max_block,
+				   queue_min_kb());
 	a->block_size = bs;
 	a->size = a->cfg->size_override ? a->cfg->size_override : ex->size;
 	if (a->size < bs)
@@ -2689,13 +2931,17 @@ static int choose_block_size(struct attach *a)
 	return 0;
 }
 
-/* -- generic netlink ---------------------------------------------------------- */
+/* -- generic netlink ----------------------------------------------------------
+ * Messages are built through helpers that know the buffer's end (an append
+ * that does not fit marks the message, which is then never sent) and
+ * replies are walked with every length checked against what remains. */
 
 struct nlmsg {
-	uint8_t buf[1024];
+	uint8_t buf[NL_MSG_MAX];
 	size_t len;
-	size_t nest[4];
+	size_t nest[NL_NEST_MAX];
 	int depth;
+	bool overflow;
 };
 
 static void nl_start(struct nlmsg *m, uint16_t type, uint8_t cmd)
@@ -2711,6 +2957,10 @@ static void nl_start(struct nlmsg *m, uint16_t type, uint8_t cmd)
 static void nl_put(struct nlmsg *m, uint16_t type, const void *data, size_t len)
 {
 	struct nl_attr at = { .len = (uint16_t)(sizeof at + len), .type = type };
+	if (m->overflow || len > NL_ATTR_DATA_MAX || m->len + NL_ALIGN(sizeof at + len) > sizeof m->buf) {
+		m->overflow = true;
+		return;
+	}
 	memcpy(m->buf + m->len, &at, sizeof at);
 	if (len)
 		memcpy(m->buf + m->len + sizeof at, data, len);
@@ -2722,86 +2972,112 @@ static void nl_u64(struct nlmsg *m, uint16_t type, uint64_t v) { nl_put(m, type,
 
 static void nl_nest(struct nlmsg *m, uint16_t type)
 {
+	if (m->depth == NL_NEST_MAX) {
+		m->overflow = true;
+		return;
+	}
 	m->nest[m->depth++] = m->len;
 	nl_put(m, type | NLA_F_NESTED_FLAG, NULL, 0);
 }
 
 static void nl_end(struct nlmsg *m)
 {
-	size_t at = m->nest[--m->depth];
-	uint16_t len = (uint16_t)(m->len - at);
+	size_t at;
+	uint16_t len;
+	if (m->overflow || m->depth == 0) {
+		m->overflow = true;
+		return;
+	}
+	at = m->nest[--m->depth];
+	len = (uint16_t)(m->len - at);
 	memcpy(m->buf + at, &len, sizeof len);
 }
 
 static int nl_send(int fd, struct nlmsg *m)
 {
 	struct nl_hdr *h = (struct nl_hdr *)m->buf;
+	if (m->overflow || m->depth)
+		return -EMSGSIZE;
 	h->len = (uint32_t)m->len;
 	return send(fd, m->buf, m->len, 0) < 0 ? -errno : 0;
 }
 
-/* Read until the ACK; the first attribute of type want (u32 or u16) in a
- * reply lands in *out.  Returns 0 or a negative errno. */
-static int nl_recv(int fd, uint16_t want, uint32_t *out)
+/* One datagram of replies: the first attribute of type want (u32, or u16
+ * when shorter) lands in *out.  0 at the ACK, a negative errno for an error
+ * or a malformed reply, 1 when the ACK is still to come. */
+static int nl_parse(const uint8_t *rx, size_t n, uint16_t want, uint32_t *out)
 {
-	static uint8_t rx[8192];
-	for (int rounds = 0; rounds < 16; rounds++) {
-		ssize_t n = recv(fd, rx, sizeof rx, 0);
-		if (n < 0)
-			return -errno;
-		for (size_t off = 0; off + sizeof(struct nl_hdr) <= (size_t)n;) {
-			struct nl_hdr r;
-			memcpy(&r, rx + off, sizeof r);
-			if (r.len < sizeof r || r.len > (size_t)n - off)
+	for (size_t off = 0; off + sizeof(struct nl_hdr) <= n;) {
+		struct nl_hdr r;
+		size_t a;
+		memcpy(&r, rx + off, sizeof r);
+		if (r.len < sizeof r || r.len > n - off)
+			return -EBADMSG;
+		if (r.type == NLMSG_ERROR_TYPE) {
+			int32_t e;
+			if (r.len < sizeof r + sizeof e)
 				return -EBADMSG;
-			if (r.type == NLMSG_ERROR_TYPE) {
-				int32_t e;
-				if (r.len < sizeof r + 4)
-					return -EBADMSG;
-				memcpy(&e, rx + off + sizeof r, 4);
-				return e;
-			}
-			size_t a = off + sizeof r + sizeof(struct genl_hdr);
-			while (a + sizeof(struct nl_attr) <= off + r.len) {
-				struct nl_attr at;
-				memcpy(&at, rx + a, sizeof at);
-				if (at.len < sizeof at || a + at.len > off + r.len)
-					break;
-				if ((at.type & NLA_TYPE_MASK) == want && out) {
-					uint32_t v = 0;
-					memcpy(&v, rx + a + sizeof at, at.len - sizeof at >= 4 ? 4 : 2);
-					*out = v;
-				}
-				a += NL_ALIGN(at.len);
-			}
-			off += NL_ALIGN(r.len);
+			memcpy(&e, rx + off + sizeof r, sizeof e);
+			return e > 0 ? -EBADMSG : e;
 		}
+		for (a = off + sizeof r + sizeof(struct genl_hdr); a + sizeof(struct nl_attr) <= off + r.len;) {
+			struct nl_attr at;
+			memcpy(&at, rx + a, sizeof at);
+			if (at.len < sizeof at || at.len > off + r.len - a)
+				return -EBADMSG;
+			if ((at.type & NLA_TYPE_MASK) == want && out && at.len >= sizeof at + 2) {
+				uint32_t v = 0;
+				memcpy(&v, rx + a + sizeof at, at.len >= sizeof at + 4 ? 4 : 2);
+				*out = v;
+				out = NULL; /* the first one */
+			}
+			a += NL_ALIGN(at.len);
+		}
+		off += NL_ALIGN(r.len);
 	}
-	return -EBADMSG;
+	return 1;
 }
 
-static int nl_talk(int fd, struct nlmsg *m, uint16_t want, uint32_t *out)
+/* Replies until the ACK or the deadline.  0 or a negative errno. */
+static int nl_recv(int fd, int64_t deadline, uint16_t want, uint32_t *out)
+{
+	static uint8_t rx[8192];
+	for (;;) {
+		ssize_t n;
+		int r;
+		if (poll_until(fd, POLLIN, deadline))
+			return -errno;
+		n = recv(fd, rx, sizeof rx, MSG_DONTWAIT);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0)
+			return -errno;
+		r = nl_parse(rx, (size_t)n, want, out);
+		if (r <= 0)
+			return r;
+	}
+}
+
+static int nl_talk(int fd, struct nlmsg *m, int64_t deadline, uint16_t want, uint32_t *out)
 {
 	int r = nl_send(fd, m);
-	return r < 0 ? r : nl_recv(fd, want, out);
+	return r < 0 ? r : nl_recv(fd, deadline, want, out);
 }
 
 /* Ask for the "nbd" family's id; the answer is read by nl_family().  Split
  * so the kernel can answer while the server is being reached. */
 static int nl_ask_family(void)
 {
-	struct timeval tv = { .tv_sec = 10 };
 	struct nlmsg m;
-	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+	int r, fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
 	if (fd < 0)
 		return -1;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	nl_start(&m, GENL_ID_CTRL, CTRL_CMD_GETFAMILY);
 	nl_put(&m, CTRL_ATTR_FAMILY_NAME, NBD_GENL_FAMILY_NAME, sizeof NBD_GENL_FAMILY_NAME);
-	if (nl_send(fd, &m) < 0) {
-		int e = errno;
+	r = nl_send(fd, &m);
+	if (r < 0) {
 		close(fd);
-		errno = e;
+		errno = -r;
 		return -1;
 	}
 	return fd;
@@ -2809,10 +3085,10 @@ static int nl_ask_family(void)
 
 /* The family id for a socket from nl_ask_family(); on failure the socket is
  * closed and errno is ENOENT when the kernel has no such family. */
-static int nl_family(int fd, uint16_t *family)
+static int nl_family(int fd, int64_t deadline, uint16_t *family)
 {
 	uint32_t id = 0;
-	int r = nl_recv(fd, CTRL_ATTR_FAMILY_ID, &id);
+	int r = nl_recv(fd, deadline, CTRL_ATTR_FAMILY_ID, &id);
 	if (r < 0 || !id) {
 		close(fd);
 		errno = r < 0 ? -r : ENOENT;
@@ -2822,10 +3098,10 @@ static int nl_family(int fd, uint16_t *family)
 	return fd;
 }
 
-static int nl_open(uint16_t *family)
+static int nl_open(int64_t deadline, uint16_t *family)
 {
 	int fd = nl_ask_family();
-	return fd < 0 ? -1 : nl_family(fd, family);
+	return fd < 0 ? -1 : nl_family(fd, deadline, family);
 }
 
 static int kernel_error(int e, const char *dev, const char *what)
@@ -2848,38 +3124,44 @@ static int kernel_error(int e, const char *dev, const char *what)
 	return fail_kernel("unable to %s %s: %s", what, dev, strerror(e));
 }
 
-/* NBD_CMD_CONNECT; 1 when the family is missing (try ioctls), 0, or -1. */
-static int attach_netlink(struct attach *a, int asked, char *dev, size_t devsz)
+/* NBD_CMD_CONNECT for a, into m. */
+static void nl_connect_msg(struct nlmsg *m, const struct attach *a, uint16_t family)
 {
 	const struct nbd_config *cfg = a->cfg;
-	char ident[NBD_HOST_MAX + 32];
+	char ident[NBD_IDENT_MAX + 1];
+	nl_start(m, family, NBD_CMD_CONNECT);
+	if (a->index >= 0)
+		nl_u32(m, NBD_ATTR_INDEX, (uint32_t)a->index);
+	nl_u64(m, NBD_ATTR_SIZE_BYTES, a->size);
+	nl_u64(m, NBD_ATTR_BLOCK_SIZE_BYTES, a->block_size);
+	nl_u64(m, NBD_ATTR_SERVER_FLAGS, a->ex.flags | (cfg->readonly ? NBD_FLAG_READ_ONLY : 0));
+	if (cfg->timeout)
+		nl_u64(m, NBD_ATTR_TIMEOUT, cfg->timeout);
+	if (cfg->dead_timeout)
+		nl_u64(m, NBD_ATTR_DEAD_CONN_TIMEOUT, cfg->dead_timeout);
+	nl_nest(m, NBD_ATTR_SOCKETS);
+	for (unsigned i = 0; i < a->nfds; i++) {
+		nl_nest(m, NBD_SOCK_ITEM);
+		nl_u32(m, NBD_SOCK_FD, (uint32_t)a->fds[i]);
+		nl_end(m);
+	}
+	nl_end(m);
+	fmt(ident, sizeof ident, "nbdboot:%s", server_name(cfg));
+	nl_put(m, NBD_ATTR_BACKEND_IDENTIFIER, ident, strlen(ident) + 1);
+}
+
+/* NBD_CMD_CONNECT; 1 when the family is missing (try ioctls), 0, or -1. */
+static int attach_netlink(struct attach *a, int asked, int64_t deadline, char *dev, size_t devsz)
+{
+	static struct nlmsg m;
 	uint16_t family;
 	uint32_t index = 0;
-	struct nlmsg m;
-	int r, fd = asked < 0 ? (errno = ENOENT, -1) : nl_family(asked, &family);
+	int r, fd = asked < 0 ? (errno = ENOENT, -1) : nl_family(asked, deadline, &family);
 	if (fd < 0)
 		return errno == ENOENT ? 1 : kernel_error(errno, "nbd", "reach netlink for");
-	nl_start(&m, family, NBD_CMD_CONNECT);
-	if (a->index >= 0)
-		nl_u32(&m, NBD_ATTR_INDEX, (uint32_t)a->index);
-	nl_u64(&m, NBD_ATTR_SIZE_BYTES, a->size);
-	nl_u64(&m, NBD_ATTR_BLOCK_SIZE_BYTES, a->block_size);
-	nl_u64(&m, NBD_ATTR_SERVER_FLAGS, a->ex.flags | (cfg->readonly ? NBD_FLAG_READ_ONLY : 0));
-	if (cfg->timeout)
-		nl_u64(&m, NBD_ATTR_TIMEOUT, cfg->timeout);
-	if (cfg->dead_timeout)
-		nl_u64(&m, NBD_ATTR_DEAD_CONN_TIMEOUT, cfg->dead_timeout);
-	nl_nest(&m, NBD_ATTR_SOCKETS);
-	for (unsigned i = 0; i < a->nfds; i++) {
-		nl_nest(&m, NBD_SOCK_ITEM);
-		nl_u32(&m, NBD_SOCK_FD, (uint32_t)a->fds[i]);
-		nl_end(&m);
-	}
-	nl_end(&m);
-	fmt(ident, sizeof ident, "nbdboot:%s", server_name(cfg));
-	nl_put(&m, NBD_ATTR_BACKEND_IDENTIFIER, ident, strlen(ident) + 1);
+	nl_connect_msg(&m, a, family);
 	trace("netlink CONNECT");
-	r = nl_talk(fd, &m, NBD_ATTR_INDEX, &index);
+	r = nl_talk(fd, &m, deadline, NBD_ATTR_INDEX, &index);
 	close(fd);
 	trace("the kernel has the device");
 	if (r < 0)
@@ -2891,14 +3173,15 @@ static int attach_netlink(struct attach *a, int asked, char *dev, size_t devsz)
 
 static int detach_netlink(int index)
 {
+	int64_t deadline = nbd_now_ms() + NBD_KERNEL_WAIT_MS;
 	uint16_t family;
 	struct nlmsg m;
-	int r, fd = nl_open(&family);
+	int r, fd = nl_open(deadline, &family);
 	if (fd < 0)
 		return -errno;
 	nl_start(&m, family, NBD_CMD_DISCONNECT);
 	nl_u32(&m, NBD_ATTR_INDEX, (uint32_t)index);
-	r = nl_talk(fd, &m, 0, NULL);
+	r = nl_talk(fd, &m, deadline, 0, NULL);
 	close(fd);
 	return r;
 }
@@ -2987,8 +3270,6 @@ static int detach(const char *dev)
 
 /* -- readiness -------------------------------------------------------------- */
 
-#define BLKGETSIZE64 0x80081272u /* _IOR(0x12, 114, size_t) */
-
 static uint64_t device_size(const char *dev)
 {
 	uint64_t size = 0;
@@ -3034,13 +3315,58 @@ static int wait_ready(const char *dev, const char *root, pid_t holder)
 	}
 }
 
+/* Keep the kernel's requests within the server's maximum: lower the queue's
+ * max_sectors_kb (the kernel's default allows 128 KiB, and up to 32 MiB
+ * when raised).  0 when done or not needed, 1 when the queue does not
+ * exist yet (netlink creates devices), -1 on failure. */
+static int limit_requests(const struct attach *a, const char *dev)
+{
+	char path[96], cur[24] = "";
+	uint32_t kb = request_limit_kb(&a->ex);
+	uint64_t now = 0;
+	int fd, e;
+	ssize_t n;
+	if (!kb)
+		return 0;
+	fmt(path, sizeof path, "/sys/block/%s/queue/max_sectors_kb", dev + 5);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT && access("/sys/block", F_OK) == 0)
+		return 1;
+	if (fd < 0)
+		return fail_kernel("unable to keep %s's requests within the server's maximum of %u "
+				   "bytes: %s: %s", dev, a->ex.max_block, path, strerror(errno));
+	n = read(fd, cur, sizeof cur - 1);
+	cur[n > 0 ? n : 0] = 0;
+	cur[strcspn(cur, "\n")] = 0;
+	if (scan_decimal(cur, &now) && now <= kb) {
+		close(fd);
+		return 0;
+	}
+	fmt(cur, sizeof cur, "%u", kb);
+	e = write_whole(fd, cur, strlen(cur));
+	close(fd);
+	if (e)
+		return fail_kernel("unable to keep %s's requests within the server's maximum of %u "
+				   "bytes: writing %s to %s: %s", dev, a->ex.max_block, cur, path,
+				   strerror(e));
+	trace("requests limited to %u KiB", kb);
+	return 0;
+}
+
+/* Every connection of the device under one --wait deadline. */
 static int connect_all(struct attach *a)
 {
+	int64_t deadline = deadline_after(a->cfg->wait_seconds);
 	struct nbd_export other;
 	for (unsigned i = 0; i < a->cfg->conns; i++) {
-		int fd = nbd_open(a->cfg, i ? &other : &a->ex, false);
+		int fd = nbd_open(a->cfg, deadline, i ? &other : &a->ex, false);
 		if (fd < 0)
 			return -1;
+		if (i == 0 && a->cfg->conns > 1 && !(a->ex.flags & NBD_FLAG_CAN_MULTI_CONN)) {
+			close(fd);
+			return fail_usage("the server does not allow several connections to this export "
+					  "(it does not advertise NBD_FLAG_CAN_MULTI_CONN): use -C 1");
+		}
 #if NBDBOOT_TLS
 		if (a->cfg->tls) {
 			bool proxied;
@@ -3072,29 +3398,36 @@ static int run_attach(const struct nbd_config *cfg)
 	a.cfg = cfg;
 	a.index = cfg->device[0] ? device_index(cfg->device) : -1;
 	fmt(dev, sizeof dev, "%s", cfg->device);
-	int asked = cfg->use_ioctl ? -1 : nl_ask_family();
+	int asked = cfg->use_ioctl ? -1 : nl_ask_family(), limited = 1;
 	r = connect_all(&a) || choose_block_size(&a) ? -1 : 0;
+	if (r == 0 && dev[0]) /* before the device is used, where it exists */
+		r = (limited = limit_requests(&a, dev)) < 0 ? -1 : 0;
 	if (r == 0 && !cfg->use_ioctl)
-		r = attach_netlink(&a, asked, dev, sizeof dev);
+		r = attach_netlink(&a, asked, nbd_now_ms() + NBD_KERNEL_WAIT_MS, dev, sizeof dev);
 	else if (asked >= 0)
 		close(asked);
 	if (r == 1 || (r == 0 && cfg->use_ioctl)) {
 		method = "ioctl";
 		if (!dev[0])
 			fmt(dev, sizeof dev, "/dev/nbd0");
-		holder = attach_ioctl(&a, dev);
+		r = limited == 1 && (limited = limit_requests(&a, dev)) < 0 ? -1 : 0;
+		holder = r ? -1 : attach_ioctl(&a, dev);
 		r = holder < 0 ? -1 : 0;
 	}
 	for (unsigned i = 0; i < a.nfds; i++)
 		close(a.fds[i]);
 	if (r < 0)
 		return -1;
-	if (wait_ready(dev, cfg->root[0] ? cfg->root : dev, cfg->nofork ? 0 : holder)) {
-		struct nbd_error saved = err;
+	if ((limited == 1 && limit_requests(&a, dev) != 0 &&
+	     fail_kernel("%s has no request queue in /sys/block to limit", dev)) ||
+	    wait_ready(dev, cfg->root[0] ? cfg->root : dev, cfg->nofork ? 0 : holder)) {
 		detach(dev); /* never leave a half-attached device behind */
-		err = saved;
 		return -1;
 	}
+	if (!strcmp(method, "ioctl"))
+		say("warning: %s is attached with the ioctls: its NBD_DO_IT holder cannot survive "
+		    "systemd's shutdown (its SIGSTOP ends NBD_DO_IT); netlink mode (Linux 4.12+) has "
+		    "no such process", dev);
 	trace("device ready");
 	say("attached %s%s%s to %s (%llu bytes, block size %u, %s%s%s)", server_name(cfg),
 	    cfg->name[0] ? " export " : "", cfg->name[0] ? shown_name(cfg->name) : "", dev,
@@ -3141,7 +3474,7 @@ static void become_resident(int keep_a, int keep_b, bool daemon)
 	if (main_argv && main_argv[0] && main_argv[0][0])
 		main_argv[0][0] = '@';
 	/* lock what is touched, not every mapped page: resident size stays small */
-	mlockall(MCL_CURRENT | MCL_FUTURE | 4 /* MCL_ONFAULT */);
+	mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT);
 	fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
 	if (fd >= 0) {
 		if (write(fd, "-1000", 5) < 0) {
@@ -3243,11 +3576,9 @@ static void usage(void)
 		"  -t, --timeout SECONDS   kernel request timeout\n"
 		"  -C, --connections N     connections per device (1..64)\n"
 		"  -R, --readonly          attach read-only\n"
-		"  -p, --persist           reconnect when the connection is lost\n"
-		"  -s, --swap              the device is used for swap\n"
-		"  -m, --systemd-mark      mark resident processes for systemd ('@')\n"
-		"  -n, --nofork            stay in the foreground\n"
-		"  -L, --nonetlink         use the ioctl interface instead of netlink\n"
+		"  -n, --nofork            ioctl mode: hold the device in the foreground\n"
+		"  -L, --nonetlink         use the ioctls instead of netlink; their holder process\n"
+		"                          cannot survive systemd's shutdown (SIGSTOP)\n"
 		"  -B, --size BYTES        override the export size\n"
 		"  -g, --no-optgo          use NBD_OPT_EXPORT_NAME instead of NBD_OPT_GO\n"
 		"      --dead-timeout SEC  netlink: the kernel holds I/O that long when the\n"
@@ -3262,6 +3593,11 @@ static void usage(void)
 		"      --wait SECONDS      deadline for connect and negotiation, retrying\n"
 		"                          transient failures (default %d)\n"
 		"  -v, --verbose           print where the time goes, step by step\n"
+		"  -p, --persist, -s, --swap, -m, --systemd-mark, -P, --preinit\n"
+		"                          accepted for nbd-client compatibility and ignored:\n"
+		"                          no reconnect is done when the connection is lost;\n"
+		"                          resident processes are always locked in memory and\n"
+		"                          marked '@' for systemd\n"
 		"  -h, --help   -V, --version\n"
 		"Exit codes: 0 success, 1 network or server failure, 2 usage error,\n"
 		"            3 kernel failure.\n",
@@ -3271,7 +3607,7 @@ static void usage(void)
 static int run_probe(const struct nbd_config *cfg)
 {
 	struct nbd_export ex;
-	int fd = nbd_open(cfg, &ex, true);
+	int fd = nbd_open(cfg, deadline_after(cfg->wait_seconds), &ex, true);
 	if (fd < 0)
 		return -1;
 	close(fd);
@@ -3376,7 +3712,7 @@ static int run(struct nbd_config *cfg)
 	case MODE_PROBE:
 		return run_probe(cfg);
 	case MODE_LIST: {
-		int fd = with_retries(cfg, list_op, cfg);
+		int fd = with_retries(cfg, deadline_after(cfg->wait_seconds), list_op, cfg);
 		if (fd < 0)
 			return -1;
 		close(fd);

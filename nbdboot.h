@@ -177,6 +177,19 @@ static inline void be64_put(void *p, uint64_t v)
 #define BLKROSET  ((0x12u << 8) | 93) /* _IO(0x12, 93) */
 #define BLKRRPART ((0x12u << 8) | 95) /* _IO(0x12, 95) */
 
+#define BLKGETSIZE64 0x80081272u /* _IOR(0x12, 114, size_t) */
+
+/* Other kernel constants musl's headers may lack. */
+#ifndef GRND_NONBLOCK
+#define GRND_NONBLOCK 0x0001
+#endif
+#ifndef GRND_INSECURE
+#define GRND_INSECURE 0x0004 /* Linux 5.6: never blocks, even before the pool is ready */
+#endif
+#ifndef MCL_ONFAULT
+#define MCL_ONFAULT 4 /* Linux 4.4: lock pages as they are touched */
+#endif
+
 #define NBD_KERNEL_BLOCK_MIN 512u
 #define NBD_KERNEL_BLOCK_MAX 4096u /* PAGE_SIZE before Linux 6.15 */
 #define NBD_DEFAULT_BLOCK    512u  /* partition tables break otherwise */
@@ -240,6 +253,9 @@ _Static_assert(sizeof(struct nl_hdr) == 16, "nlmsghdr is 16 bytes");
 _Static_assert(sizeof(struct genl_hdr) == 4, "genlmsghdr is 4 bytes");
 _Static_assert(sizeof(struct nl_attr) == 4, "nlattr is 4 bytes");
 #define NL_ALIGN(n) (((n) + 3u) & ~3u)
+#define NL_ATTR_SPACE(n) NL_ALIGN(4u + (n))
+#define NL_ATTR_DATA_MAX (0xffffu - 4u) /* nla_len is 16 bits */
+#define NL_NEST_MAX 2 /* SOCKETS > SOCK_ITEM */
 
 /* ---- Kernel: kTLS (musl lacks linux/tls.h) -------------------------------- */
 
@@ -269,6 +285,9 @@ struct ktls_info {
 #define NBD_TLS_POOL        (96 * 1024) /* trust anchors' names and keys */
 #define NBD_TLS_DER_MAX     (16 * 1024) /* one PEM object, decoded */
 #define NBD_TLS_CHAIN_MAX   8
+#define NBD_TLS_SEED_WAIT_MS 10000 /* for the random pool, within the step's deadline */
+#define NBD_TLS_SEED_STEP_MS 100
+#define NBD_PROXY_LINGER_MS  5000 /* the proxy, once the kernel let go: for close_notify */
 
 /* ---- Internal API ----------------------------------------------------------- */
 
@@ -277,9 +296,13 @@ struct ktls_info {
 #define NBD_PATH_MAX    4095
 #define NBD_UNIX_MAX    107 /* sun_path less the NUL */
 #define NBD_DEVICE_MAX  63
+#define NBD_INDEX_MAX   1048575 /* /dev/nbdN and partitions: within the kernel's minors */
 #define NBD_ROOTPATH_MAX 511 /* DHCP root-path as the initramfs passes it */
 #define NBD_WAIT_DEFAULT 60 /* seconds: boot networks come up slowly */
 #define NBD_WAIT_MAX    86400
+#define NBD_ADDRS_MAX   8 /* addresses of one name tried in turn */
+#define NBD_RETRY_FIRST_MS 100  /* backoff: first step, doubling ... */
+#define NBD_RETRY_MAX_MS   2000 /* ... up to this, each with random jitter */
 
 /* Exit codes: the same for every mode. */
 #define EXIT_SERVER 1 /* network or server failure, or not connected for -c */
@@ -287,6 +310,16 @@ struct ktls_info {
 #define EXIT_KERNEL 3 /* the kernel refused or has no nbd */
 
 #define NBD_READY_WAIT_MS 10000 /* device size and partitions after attach */
+#define NBD_KERNEL_WAIT_MS 10000 /* the kernel's netlink answers, per step */
+#define NBD_CONNS_MAX 64 /* -C: connections per device */
+
+/* "nbdboot:" and the server as "[host]:port" or a socket path, the kernel's
+ * backend identifier; and the largest netlink message nbdboot builds:
+ * CONNECT with every attribute, the most connections, the longest identifier. */
+#define NBD_IDENT_MAX (8 + (NBD_HOST_MAX + 8 > NBD_UNIX_MAX ? NBD_HOST_MAX + 8 : NBD_UNIX_MAX))
+#define NL_MSG_MAX (sizeof(struct nl_hdr) + sizeof(struct genl_hdr) + NL_ATTR_SPACE(4) + \
+		    5 * NL_ATTR_SPACE(8) + NL_ATTR_SPACE(0) +                          \
+		    NBD_CONNS_MAX * (NL_ATTR_SPACE(0) + NL_ATTR_SPACE(4)) + NL_ATTR_SPACE(NBD_IDENT_MAX + 1))
 
 enum nbd_mode {
 	MODE_ATTACH, MODE_PROBE, MODE_LIST, MODE_CHECK, MODE_DISCONNECT,
@@ -318,7 +351,7 @@ struct nbd_config {
 	uint32_t dead_timeout; /* netlink DEAD_CONN_TIMEOUT, 0: none */
 	uint32_t conns;
 	uint64_t size_override; /* 0: the server's */
-	bool readonly, persist, swap, nofork, use_ioctl, systemd_mark, preinit;
+	bool readonly, nofork, use_ioctl;
 	/* --cmdline: what the boot asks for beyond the export */
 	char cmdline_file[NBD_PATH_MAX + 1];
 	bool print_env;
@@ -376,9 +409,9 @@ int nbd_negotiate(struct nbd_conn *c, const struct nbd_config *cfg,
 /* List the server's exports, calling fn for each; then ABORT. */
 int nbd_list(struct nbd_conn *c, const struct nbd_config *cfg,
 	     void (*fn)(const char *name, const char *desc, void *arg), void *arg);
-/* Connect and negotiate with retries until cfg->wait_seconds pass.
- * Returns the connected socket in transmission phase, or -1. */
-int nbd_open(const struct nbd_config *cfg, struct nbd_export *ex, bool probe);
+/* Connect and negotiate, retrying transient failures until deadline (see
+ * nbd_now_ms).  Returns the connected socket in transmission phase, or -1. */
+int nbd_open(const struct nbd_config *cfg, int64_t deadline, struct nbd_export *ex, bool probe);
 
 /* Fill cfg from a kernel command line (the text of /proc/cmdline):
  * dracut root=nbd:/netroot=nbd:, Debian nbdroot=/nbddev=, root=nbd(s)://

@@ -109,9 +109,12 @@ run_nbdboot --probe 127.0.0.1 "$P" -N small -g
 expect_probe small $MIB1 yes "fixed-newstyle export-name"
 end_test
 
-begin "nbdkit: --no-optgo with missing export fails"
-run_nbdboot --probe 127.0.0.1 "$P" -N nosuch --no-optgo
+# EXPORT_NAME has no error reply: a refusal is a closed connection, which a
+# busy server does too, so it is retried until --wait and then named.
+begin "nbdkit: --no-optgo with a missing export is retried, then named"
+run_nbdboot --probe 127.0.0.1 "$P" -N nosuch --no-optgo --wait 1
 expect_rc 1
+expect_err "^nbdboot: server refused export 'nosuch': it closed the connection after EXPORT_NAME, which gives no reason \(gave up after 1 s; see --wait\)$"
 expect_no_out '^size:'
 end_test
 
@@ -189,6 +192,14 @@ timeout 10 "$NBDBOOT" --cmdline "$TESTDIR/quotes.cmdline" --print-env >/dev/full
 RC=$? OUT= ERR=$(<"$TESTDIR/err")
 expect_rc 1
 expect_err '^nbdboot: unable to write the output'
+end_test
+
+begin "help: -p/--persist is documented as accepted and ignored, not as reconnecting"
+run_nbdboot --help
+expect_rc 0
+expect_out '^  -p, --persist, -s, --swap, -m, --systemd-mark, -P, --preinit$'
+expect_out 'no reconnect is done when the connection is lost'
+expect_no_out 'reconnect when'
 end_test
 
 # Usage errors must win even though the server would answer.
@@ -417,6 +428,59 @@ expect_time 1500 5000
 end_test
 stop_server
 
+# One deadline for all -C connections.  The server comes up 1 s into a
+# 4 s --wait and admits one client at a time; nbdboot's first connection
+# holds that slot, so the second is turned away (at its greeting) until
+# the deadline: 4 s in all, not 4 s more for each further connection.
+begin "wait: -C 3 connections share one --wait deadline (refusals retried until it)"
+pick_port
+LATE=$FREE_PORT
+T_LIMIT=15 start_nbdboot 127.0.0.1 "$LATE" /dev/nbd7 -C 3 --wait 4
+sleep 1
+WANT_PORT=$LATE start_nbdkit --filter=limit memory 10M limit=1 || why "nbdkit did not start on port $LATE"
+finish_nbdboot
+expect_rc 1
+expect_err '^nbdboot: unable to connect to 127.0.0.1:[0-9]+: Connection refused; retrying until 4 s have passed \(--wait\)$'
+expect_err '^nbdboot: server closed the connection \(greeting\); retrying until 4 s have passed \(--wait\)$'
+expect_err '^nbdboot: server closed the connection \(greeting\) \(gave up after 4 s; see --wait\)$'
+expect_time 3800 4900
+end_test
+stop_server
+
+# Name resolution is under --wait too: in a network namespace of its own,
+# with a resolv.conf whose name server never answers (nothing listens on
+# 127.0.0.1:53 there, and musl would wait 5 s x 3 attempts).
+begin "wait: name resolution is under --wait (a name server that never answers)"
+if [ "$(id -u)" != 0 ] || ! command -v unshare >/dev/null; then
+	why "needs root and unshare(1) for a private network namespace and resolv.conf"
+else
+	printf 'nameserver 127.0.0.1\noptions timeout:5 attempts:3\n' >"$TESTDIR/resolv.conf"
+	_T0=$(_now_ms)
+	timeout -k 2 12 unshare -mn sh -c 'ip link set lo up && mount --bind "$1" /etc/resolv.conf &&
+		exec "$2" --probe nbd-server.test 10809 --wait 2' sh "$TESTDIR/resolv.conf" "$NBDBOOT" \
+		>"$TESTDIR/out" 2>"$TESTDIR/err" </dev/null
+	RC=$? OUT=$(<"$TESTDIR/out") ERR=$(<"$TESTDIR/err") ELAPSED_MS=$(($(_now_ms) - _T0))
+	expect_rc 1
+	# musl waits for the silent server; glibc (the ASan build) is told at once
+	expect_err '^nbdboot: unable to resolve nbd-server.test: .* \(gave up after 2 s; see --wait\)$'
+	expect_time 1500 4500
+fi
+end_test
+
+# -C N needs a server that allows several connections: qemu-nbd does not
+# advertise NBD_FLAG_CAN_MULTI_CONN for a writable image shared by one client (-e 1).
+IMG_M=$(make_image $MIB1)
+start_qemu_nbd mc "$IMG_M" -e 1 || exit 1
+begin "multi-conn: -C 2 without NBD_FLAG_CAN_MULTI_CONN is refused before attaching"
+run_nbdboot --probe 127.0.0.1 "$PORT" -N mc
+expect_no_out 'CAN_MULTI_CONN'
+run_nbdboot 127.0.0.1 "$PORT" -N mc /dev/nbd7 -C 2
+expect_rc 2
+expect_err '^nbdboot: the server does not allow several connections to this export \(it does not advertise NBD_FLAG_CAN_MULTI_CONN\): use -C 1$'
+[ "$(grep -c . <<<"$ERR")" = 1 ] || why "stderr has more than the refusal: $(_flat "$ERR")"
+end_test
+stop_server
+
 # ==== nbd-server =============================================================
 
 IMG_A=$(make_image $MIB10)
@@ -454,9 +518,14 @@ run_nbdboot --probe 127.0.0.1 "$PORT" -N nosuch
 expect_missing nosuch
 end_test
 
-begin "nbd-server: no default export configured"
-run_nbdboot --probe 127.0.0.1 "$PORT"
+# UNKNOWN for the default export could be a busy server too: retried, and
+# the message says only what the server said.
+begin "nbd-server: no default export configured: refused, retried until --wait"
+run_nbdboot --probe 127.0.0.1 "$PORT" --wait 1
 expect_rc 1
+expect_err '^nbdboot: server refused the default export as unknown or unavailable.*; retrying until 1 s have passed \(--wait\)$'
+expect_err '^nbdboot: server refused the default export as unknown or unavailable.* \(gave up after 1 s; see --wait\)$'
+[ "$(grep -c . <<<"$ERR")" = 2 ] || why "stderr has $(grep -c . <<<"$ERR") lines, expected the reason once and the final error"
 expect_no_out '^size:'
 end_test
 

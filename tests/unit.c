@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/wait.h>
+#include <sys/resource.h>
 
 static int passed, failed;
 static FILE *results;
@@ -30,6 +31,7 @@ static void report(const char *name, bool ok, const char *why)
 	}
 	if (results)
 		fprintf(results, "%s unit: %s\n", ok ? "pass" : "fail", name);
+	nbd_error_clear(); /* errors are sticky: the next case starts clean */
 }
 
 /* ---- Parsers ---------------------------------------------------------------- */
@@ -101,6 +103,7 @@ static void test_args(void)
 		int argc = 0;
 		while (t->argv[argc])
 			argc++;
+		nbd_error_clear();
 		int rc = nbd_parse_args(&cfg, argc, (char **)t->argv);
 		snprintf(name, sizeof name, "args: %s", t->name);
 		if (rc != t->rc)
@@ -124,8 +127,7 @@ static void test_args_flags(void)
 	char *v[] = { "srv", "-N", "n", "10809", "/dev/nbd0", "-swap", "-persist",
 		      "-systemd-mark", "-b", "1024", "-t", "30", "-C", "4", "-R", "-L", "-g",
 		      "--wait", "7" };
-	bool ok = nbd_parse_args(&cfg, (int)(sizeof v / sizeof v[0]), v) == 0 && cfg.swap &&
-		  cfg.persist && cfg.systemd_mark && cfg.block_size == 1024 && cfg.timeout == 30 &&
+	bool ok = nbd_parse_args(&cfg, (int)(sizeof v / sizeof v[0]), v) == 0 && cfg.block_size == 1024 && cfg.timeout == 30 &&
 		  cfg.conns == 4 && cfg.readonly && cfg.use_ioctl && cfg.no_optgo &&
 		  cfg.wait_seconds == 7 && cfg.mode == MODE_ATTACH;
 	report("args: every nbd-client flag lands in the config", ok, nbd_last_error());
@@ -313,8 +315,7 @@ static void run_script(const struct nbd_config *cfg, bool probe, bool list, int 
 	close(lp[1]);
 	fcntl(sv[0], F_SETFL, O_NONBLOCK);
 	struct nbd_conn c = { .fd = sv[0], .deadline_ms = nbd_now_ms() + deadline_ms };
-	err.msg[0] = 0;
-	err.transient = false;
+	nbd_error_clear();
 	listed[0] = 0;
 	O.elapsed_ms = nbd_now_ms();
 	if (list)
@@ -460,7 +461,10 @@ static void test_export_name_refused(void)
 	C.no_optgo = true;
 	strcpy(C.name, "nope");
 	run_script(&C, false, false, 2000);
-	expect_err("export-name: a closed socket names the export", "no export named 'nope'");
+	expect_err("export-name: a closed socket is a refusal of the export, retried",
+		   "server refused export 'nope': it closed the connection after EXPORT_NAME");
+	report("export-name: the refusal is retried (a busy server closes too)", O.transient,
+	       "not transient");
 }
 
 static void test_oldstyle(void)
@@ -637,11 +641,11 @@ struct err_case {
 };
 
 static const struct err_case err_cases[] = {
-	{ NBD_REP_ERR_POLICY, "POLICY", "refused export 'x' by policy" },
+	{ NBD_REP_ERR_POLICY, "POLICY", "refused export 'x' by policy", true },
 	{ NBD_REP_ERR_INVALID, "INVALID", "rejected GO as invalid" },
 	{ NBD_REP_ERR_PLATFORM, "PLATFORM", "on its platform" },
 	{ NBD_REP_ERR_TLS_REQD, "TLS_REQD", "requires TLS: add --tls or use nbds://" },
-	{ NBD_REP_ERR_UNKNOWN, "UNKNOWN", "no export named 'x'" },
+	{ NBD_REP_ERR_UNKNOWN, "UNKNOWN", "refused export 'x' as unknown or unavailable", true },
 	{ NBD_REP_ERR_SHUTDOWN, "SHUTDOWN", "shutting down", true },
 	{ NBD_REP_ERR_BLOCK_SIZE_REQD, "BLOCK_SIZE_REQD", "block size negotiation" },
 	{ NBD_REP_ERR_TOO_BIG, "TOO_BIG", "too big" },
@@ -670,7 +674,8 @@ static void test_error_replies(void)
 	reset(HS_BOTH);
 	reply(&S.rest, NBD_OPT_GO, NBD_REP_ERR_UNKNOWN, NULL, 0);
 	run_script(&C, false, false, 2000);
-	expect_err("error reply: UNKNOWN for the default export says so", "no default export");
+	expect_err("error reply: UNKNOWN for the default export says only what the server said",
+		   "server refused the default export as unknown or unavailable");
 	size_t go = 4 + NBD_OPT_HDR_LEN + 8;
 	report("error reply: the client leaves with ABORT",
 	       O.sent_len == go + NBD_OPT_HDR_LEN && sent_opt(go) == NBD_OPT_ABORT, "no ABORT");
@@ -687,6 +692,49 @@ static void test_error_replies(void)
 	       O.rc == -1 && O.sent_len == go + NBD_REQUEST_LEN &&
 		       be16_get(O.sent + go + 6) == NBD_CMD_DISC,
 	       O.error);
+}
+
+/* UNKNOWN is what a busy nbdkit says too: the server's own list decides. */
+static void test_unknown_then_list(void)
+{
+	uint8_t e[16];
+	size_t go = 4 + NBD_OPT_HDR_LEN + 4 + 1 + 4;
+	reset(HS_BOTH);
+	strcpy(C.name, "x");
+	reply(&S.rest, NBD_OPT_GO, NBD_REP_ERR_UNKNOWN, NULL, 0);
+	be32_put(e, 1);
+	memcpy(e + 4, "a", 1);
+	reply(&S.rest, NBD_OPT_LIST, NBD_REP_SERVER, e, 5);
+	memcpy(e + 4, "b", 1);
+	reply(&S.rest, NBD_OPT_LIST, NBD_REP_SERVER, e, 5);
+	ack(&S.rest, NBD_OPT_LIST);
+	run_script(&C, false, false, 2000);
+	expect_err("unknown: a name missing from the server's list is a wrong name",
+		   "server has no export named 'x' (it lists 'a', 'b')");
+	report("unknown: a wrong name is not retried", !O.transient, "transient");
+	report("unknown: GO, LIST, then ABORT",
+	       O.sent_len == go + 2 * NBD_OPT_HDR_LEN && sent_opt(go) == NBD_OPT_LIST &&
+		       sent_opt(go + NBD_OPT_HDR_LEN) == NBD_OPT_ABORT,
+	       "wrong options sent");
+	reset(HS_BOTH);
+	strcpy(C.name, "x");
+	reply(&S.rest, NBD_OPT_GO, NBD_REP_ERR_UNKNOWN, "limit", 5);
+	be32_put(e, 1);
+	memcpy(e + 4, "x", 1);
+	reply(&S.rest, NBD_OPT_LIST, NBD_REP_SERVER, e, 5);
+	ack(&S.rest, NBD_OPT_LIST);
+	run_script(&C, false, false, 2000);
+	expect_err("unknown: a listed name refused is a busy server",
+		   "server refused export 'x' as unknown or unavailable (server says: limit)");
+	report("unknown: a listed name refused is retried", O.transient, "not transient");
+	reset(HS_BOTH);
+	strcpy(C.name, "x");
+	reply(&S.rest, NBD_OPT_GO, NBD_REP_ERR_UNKNOWN, NULL, 0);
+	reply(&S.rest, NBD_OPT_LIST, NBD_REP_ERR_POLICY, NULL, 0);
+	run_script(&C, false, false, 2000);
+	expect_err("unknown: a server that will not list keeps the refusal",
+		   "server refused export 'x' as unknown or unavailable");
+	report("unknown: ... and it is retried", O.transient, "not transient");
 }
 
 static void test_tls_refusals(void)
@@ -831,6 +879,8 @@ static const struct cmdline_case cmdline_cases[] = {
 	  .errpart = "root=/dev/nbd0p01 is not" },
 	{ "nbddev with a leading zero", "nbdroot=s:/d nbddev=/dev/nbd01", -1,
 	  .errpart = "'/dev/nbd01' is not an nbd device" },
+	{ "a newline inside quotes stays out of the message", "root=nbd:h:d nbdboot.\"\n\x1b[2J\"", -1,
+	  .errpart = "unknown nbdboot option '??[2J'" },
 	{ "nbd1p12 is a partition of nbd1", "nbdroot=s:/d nbddev=/dev/nbd1 root=/dev/nbd1p12", 0, "s",
 	  "10809", "d", "/dev/nbd1", "/dev/nbd1p12" },
 	{ "nbd10 with root nbd10p1", "nbdroot=s:/d root=/dev/nbd10p1", 0, "s", "10809", "d",
@@ -844,6 +894,7 @@ static void test_cmdline(void)
 		static struct nbd_config cfg;
 		char why[1200] = "", name[128];
 		config_defaults(&cfg);
+		nbd_error_clear();
 		int rc = nbd_parse_cmdline(&cfg, t->text);
 		snprintf(name, sizeof name, "cmdline: %s", t->name);
 #define S_(x) ((x) ? (x) : "")
@@ -1052,6 +1103,249 @@ static void test_der(void)
 	       !nbd_cert_has_ip(cert, n, ip4, 4), "found");
 }
 
+/* ---- Netlink: the message bound and the reply parser -------------------------- */
+
+/* Walk m's attributes (one level): count those of type t, 0 if malformed. */
+static int nl_count(const uint8_t *p, size_t len, uint16_t t)
+{
+	int n = 0;
+	for (size_t a = 0; a + 4 <= len;) {
+		struct nl_attr at;
+		memcpy(&at, p + a, sizeof at);
+		if (at.len < 4 || at.len > len - a)
+			return 0;
+		n += (at.type & NLA_TYPE_MASK) == t;
+		a += NL_ALIGN(at.len);
+	}
+	return n;
+}
+
+static void test_netlink_build(void)
+{
+	static struct attach a;
+	static struct nbd_config cfg;
+	static struct nlmsg m;
+	config_defaults(&cfg);
+	memset(cfg.host, 'h', NBD_HOST_MAX);
+	cfg.host[NBD_HOST_MAX] = 0;
+	strcpy(cfg.port, "65535");
+	cfg.timeout = 30;
+	cfg.dead_timeout = 60;
+	memset(&a, 0, sizeof a);
+	a.cfg = &cfg;
+	a.index = 15;
+	a.nfds = NBD_CONNS_MAX;
+	for (unsigned i = 0; i < a.nfds; i++)
+		a.fds[i] = (int)(100 + i);
+	nl_connect_msg(&m, &a, 42);
+	size_t hdr = sizeof(struct nl_hdr) + sizeof(struct genl_hdr);
+	report("netlink: CONNECT with 64 connections and a 255-byte host fits the buffer",
+	       !m.overflow && m.len <= sizeof m.buf && m.len > 1024, "overflow");
+	struct nl_attr socks;
+	size_t at = hdr + NL_ATTR_SPACE(4) + 5 * NL_ATTR_SPACE(8);
+	memcpy(&socks, m.buf + at, sizeof socks);
+	report("netlink: ... with all 64 socket items and the whole identifier",
+	       (socks.type & NLA_TYPE_MASK) == NBD_ATTR_SOCKETS &&
+		       nl_count(m.buf + at + 4, socks.len - 4u, NBD_SOCK_ITEM) == NBD_CONNS_MAX &&
+		       nl_count(m.buf + hdr, m.len - hdr, NBD_ATTR_BACKEND_IDENTIFIER) == 1 &&
+		       m.len == NL_MSG_MAX,
+	       "attributes missing");
+	static uint8_t big[NL_MSG_MAX];
+	nl_start(&m, 42, NBD_CMD_CONNECT);
+	nl_put(&m, 1, big, sizeof big - 64);
+	size_t len = m.len;
+	nl_put(&m, 2, big, 64);
+	report("netlink: an attribute that does not fit is refused, nothing written past the end",
+	       m.overflow && m.len == len, "accepted");
+	report("netlink: a message that overflowed is never sent", nl_send(-1, &m) == -EMSGSIZE,
+	       "sent");
+	nl_start(&m, 42, NBD_CMD_CONNECT);
+	nl_nest(&m, 1);
+	nl_nest(&m, 2);
+	nl_nest(&m, 3);
+	report("netlink: nesting deeper than the buffer's bookkeeping is refused", m.overflow,
+	       "accepted");
+}
+
+/* A reply datagram: header, genl header, attributes. */
+static size_t nl_reply(uint8_t *b, uint16_t type, const void *attrs, size_t alen)
+{
+	struct nl_hdr h = { .len = (uint32_t)(sizeof h + 4 + alen), .type = type };
+	memcpy(b, &h, sizeof h);
+	memset(b + sizeof h, 0, 4);
+	memcpy(b + sizeof h + 4, attrs, alen);
+	return NL_ALIGN(h.len);
+}
+
+static size_t nl_ack(uint8_t *b, int32_t e)
+{
+	struct nl_hdr h = { .len = sizeof h + 4 + sizeof h, .type = NLMSG_ERROR_TYPE };
+	memcpy(b, &h, sizeof h);
+	memcpy(b + sizeof h, &e, 4);
+	memset(b + sizeof h + 4, 0, sizeof h);
+	return h.len;
+}
+
+static void test_netlink_parse(void)
+{
+	uint8_t b[256], attrs[16];
+	struct nl_attr at = { .len = 8, .type = CTRL_ATTR_FAMILY_ID };
+	uint32_t v = 0, id = 0x1234;
+	size_t n;
+	memcpy(attrs, &at, 4);
+	memcpy(attrs + 4, &id, 4);
+	n = nl_reply(b, 0x10, attrs, 8);
+	n += nl_ack(b + n, 0);
+	report("netlink parse: attribute taken, then the ACK",
+	       nl_parse(b, n, CTRL_ATTR_FAMILY_ID, &v) == 0 && v == 0x1234, "wrong");
+	n = nl_reply(b, 0x10, attrs, 8);
+	report("netlink parse: without the ACK it asks for more",
+	       nl_parse(b, n, CTRL_ATTR_FAMILY_ID, &v) == 1, "wrong");
+	n = nl_ack(b, -EBUSY);
+	report("netlink parse: an error reply is its errno", nl_parse(b, n, 0, NULL) == -EBUSY,
+	       "wrong");
+	n = nl_ack(b, 5);
+	report("netlink parse: a positive error is malformed", nl_parse(b, n, 0, NULL) == -EBADMSG,
+	       "wrong");
+	n = nl_reply(b, 0x10, attrs, 8);
+	((struct nl_hdr *)b)->len = 200;
+	report("netlink parse: a message longer than the datagram is malformed",
+	       nl_parse(b, n, 0, NULL) == -EBADMSG, "wrong");
+	at.len = 40;
+	memcpy(attrs, &at, 4);
+	n = nl_reply(b, 0x10, attrs, 8);
+	report("netlink parse: an attribute longer than its message is malformed",
+	       nl_parse(b, n, CTRL_ATTR_FAMILY_ID, &v) == -EBADMSG, "wrong");
+	at.len = 2;
+	memcpy(attrs, &at, 4);
+	n = nl_reply(b, 0x10, attrs, 8);
+	report("netlink parse: an attribute shorter than its header is malformed",
+	       nl_parse(b, n, CTRL_ATTR_FAMILY_ID, &v) == -EBADMSG, "wrong");
+	n = nl_ack(b, 0);
+	report("netlink parse: an ACK cut short is malformed", nl_parse(b, 18, 0, NULL) == -EBADMSG,
+	       "wrong");
+	(void)n;
+	int sv[2];
+	socketpair(AF_UNIX, SOCK_DGRAM, 0, sv);
+	int64_t t0 = nbd_now_ms();
+	int r = nl_recv(sv[0], t0 + 200, 0, NULL);
+	report("netlink: a kernel that does not answer hits the deadline",
+	       r == -ETIMEDOUT && nbd_now_ms() - t0 < 1500, "no deadline");
+	close(sv[0]);
+	close(sv[1]);
+}
+
+#if NBDBOOT_TLS
+/* ---- The TLS proxy, against a BearSSL server over a socketpair ----------------- */
+
+static int sock_read(void *ctx, unsigned char *buf, size_t len)
+{
+	ssize_t r = read(*(int *)ctx, buf, len);
+	return r <= 0 ? -1 : (int)r;
+}
+
+static int sock_write(void *ctx, const unsigned char *buf, size_t len)
+{
+	ssize_t r = write(*(int *)ctx, buf, len);
+	return r <= 0 ? -1 : (int)r;
+}
+
+/* A TLS server: answers "ping" with "pong", then stays silent (no
+ * close_notify, no EOF): a dead network, as the proxy sees it. */
+static void silent_server(int fd, const br_ec_private_key *sk)
+{
+	static br_ssl_server_context sc;
+	static br_sslio_context io;
+	static unsigned char iobuf[BR_SSL_BUFSIZE_BIDI];
+	static unsigned char dummy[] = { 0x30, 0x00 };
+	br_x509_certificate chain = { dummy, sizeof dummy };
+	unsigned char ping[4];
+	br_ssl_server_init_full_ec(&sc, &chain, 1, BR_KEYTYPE_EC, sk);
+	br_ssl_engine_set_buffer(&sc.eng, iobuf, sizeof iobuf, 1);
+	br_ssl_engine_inject_entropy(&sc.eng, "server entropy, a test only", 27);
+	br_ssl_server_reset(&sc);
+	br_sslio_init(&io, &sc.eng, sock_read, &fd, sock_write, &fd);
+	if (br_sslio_read_all(&io, ping, 4) == 0 && !memcmp(ping, "ping", 4)) {
+		br_sslio_write_all(&io, "pong", 4);
+		br_sslio_flush(&io);
+	}
+	sleep(30);
+	_exit(0);
+}
+
+static void test_proxy(void)
+{
+	static br_x509_knownkey_context kk;
+	static unsigned char kbuf[BR_EC_KBUF_PRIV_MAX_SIZE], pbuf[BR_EC_KBUF_PUB_MAX_SIZE];
+	br_hmac_drbg_context rng;
+	br_ec_private_key sk;
+	br_ec_public_key pk;
+	int net[2], loc[2], status = 0;
+	char buf[8] = "";
+	struct rusage ru;
+	pid_t srv, proxy;
+	br_hmac_drbg_init(&rng, &br_sha256_vtable, "key seed", 8);
+	br_ec_keygen(&rng.vtable, br_ec_get_default(), &sk, kbuf, BR_EC_secp256r1);
+	br_ec_compute_pub(br_ec_get_default(), &pk, pbuf, &sk);
+	socketpair(AF_UNIX, SOCK_STREAM, 0, net);
+	socketpair(AF_UNIX, SOCK_STREAM, 0, loc);
+	srv = fork();
+	if (srv == 0) {
+		close(net[0]);
+		close(loc[0]);
+		close(loc[1]);
+		silent_server(net[1], &sk);
+	}
+	close(net[1]);
+	/* the client engine as nbdboot sets it up, trusting the server's key */
+	tls_engine_setup();
+	br_x509_knownkey_init_ec(&kk, &pk, BR_KEYTYPE_KEYX | BR_KEYTYPE_SIGN);
+	br_ssl_engine_set_x509(&tls.sc.eng, &kk.vtable);
+	br_ssl_engine_inject_entropy(&tls.sc.eng, "client entropy, a test only", 27);
+	br_ssl_client_reset(&tls.sc, NULL, 0);
+	config_defaults(&C);
+	tls_cfg = &C;
+	fcntl(net[0], F_SETFL, O_NONBLOCK);
+	struct nbd_conn c = { .fd = net[0], .deadline_ms = nbd_now_ms() + 5000, .tls_active = true };
+	bool hs = tls_run(&c, BR_SSL_SENDAPP, "test handshake") == 0;
+	report("proxy: test handshake with a BearSSL server", hs, nbd_last_error());
+	proxy = fork();
+	if (proxy == 0) {
+		close(loc[1]);
+		tls_proxy_loop(net[0], loc[0]);
+		_exit(0);
+	}
+	close(net[0]);
+	close(loc[0]);
+	bool ok = write(loc[1], "ping", 4) == 4;
+	struct pollfd pf = { .fd = loc[1], .events = POLLIN };
+	ok = ok && poll(&pf, 1, 5000) == 1 && read(loc[1], buf, 4) == 4 && !memcmp(buf, "pong", 4);
+	report("proxy: carries the kernel's bytes to the server and back", ok, buf);
+	close(loc[1]); /* the kernel lets go while the server is silent */
+	int64_t t0 = nbd_now_ms(), took;
+	pid_t w = 0;
+	while (nbd_now_ms() - t0 < NBD_PROXY_LINGER_MS + 3000 &&
+	       (w = wait4(proxy, &status, WNOHANG, &ru)) == 0)
+		usleep(20000);
+	took = nbd_now_ms() - t0;
+	if (w != proxy) {
+		kill(proxy, SIGKILL);
+		wait4(proxy, &status, 0, &ru);
+	}
+	long cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000L +
+		      (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+	char why[128];
+	snprintf(why, sizeof why, "exited %s after %lld ms, %ld ms of CPU", w == proxy ? "yes" : "no",
+		 (long long)took, cpu_ms);
+	report("proxy: the kernel hangs up, the server is silent: it leaves after the linger time",
+	       w == proxy && took >= NBD_PROXY_LINGER_MS - 500 && took < NBD_PROXY_LINGER_MS + 2000,
+	       why);
+	report("proxy: ... and never busy-loops while it waits", cpu_ms < 200, why);
+	kill(srv, SIGKILL);
+	waitpid(srv, NULL, 0);
+}
+#endif
+
 /* ---- Formatting: nbdboot's own printf against libc's ------------------------ */
 
 #pragma GCC diagnostic push
@@ -1109,15 +1403,19 @@ int main(void)
 	test_bad_replies();
 	test_stall();
 	test_error_replies();
+	test_unknown_then_list();
 	test_tls_refusals();
 	test_probe_disconnects();
 	test_list();
 	test_cmdline();
 	test_print_env();
+	test_netlink_build();
+	test_netlink_parse();
 #if NBDBOOT_TLS
 	test_ktls_layout();
 	test_pem_errors();
 	test_der();
+	test_proxy();
 #endif
 	printf("unit: %d passed, %d failed\n", passed, failed);
 	if (results)

@@ -1,14 +1,22 @@
 #!/bin/sh
 # root-init.sh - /sbin/init of the root images of tests/vm/scenarios.sh.
 #
-# Prints ROOT-* lines.  vmtest.token=T on the kernel command line is written to
-# /root-ok ("NBDBOOT-ROOT-OK T") so the host can tell this boot wrote it.
-# vmtest.root=killall first does what systemd does at shutdown to everything
-# not marked with '@' (SIGTERM, SIGKILL, then SIGSTOP), then writes 1 MiB,
-# drops the page cache and reads it back; vmtest.root=stopall instead sends
-# SIGSTOP and SIGCONT to every process (kill -1), as systemd-shutdown does
-# around its rounds, then does the same write and read-back.  Ends with
-# poweroff -f.
+# Prints ROOT-* lines.  First writes vmtest.token=T from the kernel command line
+# to /root-ok ("NBDBOOT-ROOT-OK T"), so the host can tell this boot reached a
+# working root.  Then, by vmtest.root=:
+#   shutdown  what systemd-shutdown does to the processes left at the end
+#             (src/shutdown/killall.c, broadcast_signal), both rounds:
+#             kill(-1, SIGSTOP) (every process, '@' or not), SIGTERM (and
+#             SIGHUP to those with a controlling tty) to every process whose
+#             argv[0] does not start with '@', kill(-1, SIGCONT), wait for the
+#             victims; then the same with SIGKILL.  A `sleep 600` started here
+#             is the victim that shows the killing works.  Then 1 MiB is written
+#             to /shutdown-data and read back after dropping the page cache.
+#   bigio     I/O in requests far larger than 16 KiB: prints the root device's
+#             queue/max_sectors_kb, reads 4 MiB of the device with O_DIRECT in
+#             1 MiB requests, writes 1 MiB to /bigio-data with O_DIRECT and reads
+#             it back (O_DIRECT, after dropping the page cache).
+# Ends with poweroff -f.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -21,7 +29,15 @@ for w in $(cat /proc/cmdline); do
 	vmtest.root=*) mode=${w#*=} ;;
 	esac
 done
+rootdev=$(awk '$2 == "/" { d = $1 } END { print d }' /proc/mounts)
 echo "ROOT-MARKER pid=$$ root=$(awk '$2 == "/" { d = $1 " " $4 } END { print d }' /proc/mounts) uptime=$(up)"
+
+mount -o remount,rw / 2>/dev/null
+if echo "NBDBOOT-ROOT-OK $token" >/root-ok 2>/dev/null && sync && [ "$(cat /root-ok 2>/dev/null)" = "NBDBOOT-ROOT-OK $token" ]; then
+	echo "ROOT-WROTE $token"
+else
+	echo "ROOT-CANNOT-WRITE ($(grep ' / ' /proc/mounts | tail -n1))"
+fi
 
 # holders / victims: pids whose cmdline starts with '@' / all others except
 # pid 1 and kernel threads (empty cmdline).  No forks while collecting.
@@ -42,35 +58,55 @@ for p in $holders; do
 	echo "ROOT-HOLDER $p $(tr '\0' ' ' <"/proc/$p/cmdline") $(grep VmRSS "/proc/$p/status" | tr -s ' \t' ' ')"
 done
 
-if [ "$mode" = killall ]; then
+# stat_fields PID: the fields of /proc/PID/stat after "(comm)" in $@ (state
+# ppid pgrp session tty_nr ...); fails if the process is gone
+stat_fields() {
+	s=""
+	IFS= read -r s 2>/dev/null <"/proc/$1/stat" || return 1
+	set -- ${s##*) }
+	fields="$*"
+}
+gone() {  # gone PID: exited (a zombie counts: pid 1 reaps it later)
+	stat_fields "$1" || return 0
+	case $fields in Z*) return 0 ;; esac
+	return 1
+}
+has_tty() {  # has_tty PID: tty_nr is not 0
+	stat_fields "$1" || return 1
+	set -- $fields
+	[ "${5:-0}" != 0 ]
+}
+# broadcast SIG: one round of systemd-shutdown's broadcast_signal(SIG).  No
+# forks between the SIGSTOP and the SIGCONT; the wait is bounded (10 s).
+broadcast() {
+	kill -STOP -1
+	collect
+	for p in $victims; do
+		kill -"$1" "$p" 2>/dev/null
+		[ "$1" = TERM ] && has_tty "$p" && kill -HUP "$p" 2>/dev/null
+	done
+	kill -CONT -1
+	echo "ROOT-KILL $1:${victims:- none} (spared:${holders:- none})"
+	i=0
+	for p in $victims; do
+		while ! gone "$p" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	done
+}
+
+if [ "$mode" = shutdown ]; then
 	sleep 600 &
 	victim=$!
-	for sig in TERM KILL STOP; do
-		collect
-		echo "ROOT-KILL $sig:${victims:- none} (spared:${holders:- none})"
-		for p in $victims; do kill -"$sig" "$p" 2>/dev/null; done
-		sleep 1
-	done
+	broadcast TERM
+	broadcast KILL
 	wait "$victim" 2>/dev/null
 	if kill -0 "$victim" 2>/dev/null; then echo "ROOT-VICTIM-ALIVE $victim"; else echo "ROOT-VICTIM-GONE $victim"; fi
+	sleep 1  # a process the signals ended may take a moment to go
 	collect
 	echo "ROOT-AFTER-KILL holders:${holders:- none} others:${victims:- none}"
-fi
-if [ "$mode" = stopall ]; then
-	# what systemd-shutdown does around each round: SIGSTOP to everything
-	# (kill(-1) spares only pid 1 and the caller, '@' or not), then SIGCONT
-	kill -STOP -1
-	sleep 1
-	kill -CONT -1
-	collect
-	echo "ROOT-AFTER-STOPALL holders:${holders:- none}"
-fi
-if [ "$mode" = killall ] || [ "$mode" = stopall ]; then
-	mount -o remount,rw / 2>/dev/null
-	if dd if=/dev/urandom of=/killall-data bs=64k count=16 2>/dev/null && sync; then
-		sum1=$(md5sum </killall-data | cut -d' ' -f1)
+	if dd if=/dev/urandom of=/shutdown-data bs=64k count=16 2>/dev/null && sync; then
+		sum1=$(md5sum </shutdown-data | cut -d' ' -f1)
 		echo 3 >/proc/sys/vm/drop_caches
-		sum2=$(md5sum </killall-data | cut -d' ' -f1)
+		sum2=$(md5sum </shutdown-data | cut -d' ' -f1)
 		ls -l /bin/busybox >/dev/null
 		if [ -n "$sum1" ] && [ "$sum1" = "$sum2" ]; then
 			echo "ROOT-READBACK-OK $sum2"
@@ -78,16 +114,29 @@ if [ "$mode" = killall ] || [ "$mode" = stopall ]; then
 			echo "ROOT-READBACK-BAD wrote=$sum1 read=$sum2"
 		fi
 	else
-		echo "ROOT-KILLALL-WRITE-FAILED"
+		echo "ROOT-SHUTDOWN-WRITE-FAILED"
 	fi
 fi
 
-mount -o remount,rw / 2>/dev/null
-if echo "NBDBOOT-ROOT-OK $token" >/root-ok 2>/dev/null && sync && [ "$(cat /root-ok 2>/dev/null)" = "NBDBOOT-ROOT-OK $token" ]; then
-	echo "ROOT-WROTE $token"
-else
-	echo "ROOT-CANNOT-WRITE ($(grep ' / ' /proc/mounts | tail -n1))"
+if [ "$mode" = bigio ]; then
+	b=${rootdev#/dev/}
+	echo "ROOT-MAX-SECTORS-KB $(cat "/sys/block/${b%p[0-9]*}/queue/max_sectors_kb")"
+	dd if="$rootdev" of=/dev/null bs=1M count=4 iflag=direct 2>/dev/null
+	echo "ROOT-BIGREAD rc=$?"
+	mount -t tmpfs tmpfs /tmp
+	dd if=/dev/urandom of=/tmp/data bs=1M count=1 iflag=fullblock 2>/dev/null
+	sum1=$(md5sum </tmp/data | cut -d' ' -f1)
+	dd if=/tmp/data of=/bigio-data bs=1M oflag=direct 2>/dev/null && sync
+	echo "ROOT-BIGWRITE rc=$?"
+	echo 3 >/proc/sys/vm/drop_caches
+	sum2=$(dd if=/bigio-data bs=1M iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+	if [ "$sum1" = "$sum2" ]; then
+		echo "ROOT-BIGIO-READBACK-OK $sum2"
+	else
+		echo "ROOT-BIGIO-READBACK-BAD wrote=$sum1 read=$sum2"
+	fi
 fi
+
 sync
 echo "ROOT-POWEROFF uptime=$(up)"
 poweroff -f
