@@ -36,7 +36,7 @@ N=40			# clients per storm
 STORM_LIMIT=90		# seconds before a storm's clients are killed (they --wait 60)
 MIB10=10485760
 # A line saying the server turned the client away (the reason, or the final error).
-REFUSAL='^nbdboot: .*(refus|policy|closed|too many|shutting down)'
+REFUSAL='^nbdboot: server (refused|closed|is shutting down)'
 
 # ==== Helpers ================================================================
 
@@ -135,13 +135,19 @@ expect_storm_negotiated() {
 	done
 }
 
-# expect_reason_once: no client wrote more than one line on stderr (the reason
-# at the first refusal), however often it was turned away.
+# expect_reason_once: however often a client was turned away, it said each
+# reason once: at most one line for the server's answer and one for failing
+# to reach it (while a server restarts), no line twice.
 expect_reason_once() {
 	local i n
 	for i in $(seq "$N"); do
 		n=$(wc -l <"$STORM/$i.err")
-		[ "$n" -le 1 ] || { why "client $i wrote $n stderr lines: $(_flat "$(cat "$STORM/$i.err")")"; return 1; }
+		if [ "$n" -gt 2 ] || [ -n "$(sort "$STORM/$i.err" | uniq -d)" ]; then
+			why "client $i wrote $n stderr lines: $(_flat "$(cat "$STORM/$i.err")")"
+			return 1
+		fi
+		[ "$(grep -Ec -- "$REFUSAL" "$STORM/$i.err")" -le 1 ] ||
+			{ why "client $i said the server's refusal more than once: $(_flat "$(cat "$STORM/$i.err")")"; return 1; }
 	done
 }
 
@@ -154,6 +160,12 @@ expect_gave_up_once() {
 		why "last stderr line does not name the refusal and 'gave up after 2 s' (stderr $(_flat "$ERR"))"
 	[ "$(grep -c '' <<<"$ERR")" -le 2 ] || why "stderr has $(grep -c '' <<<"$ERR") lines, expected at most 2 (stderr $(_flat "$ERR"))"
 	expect_time 1500 6000
+}
+
+# tcp_counter NAME: a TcpExt counter from /proc/net/netstat (system-wide).
+tcp_counter() {
+	awk -v k="$1" '/^TcpExt:/ { if (!h) { for (i = 2; i <= NF; i++) if ($i == k) f = i; h = 1 }
+		else if (f) print $f }' /proc/net/netstat
 }
 
 # ==== nbdkit: limit=2, each slot kept 0.2 s after its client has gone ========
@@ -207,6 +219,30 @@ maxconnections = 100" || why "nbd-server did not restart on port $PORT"
 	expect_reason_once
 else
 	why "nbd-server with maxconnections = 2 and two held sessions did not start"
+fi
+stop_server
+end_test
+
+# nbd-server listens with a backlog of 10.  While it accepts nothing, a burst
+# of connections overflows it: the kernel answers the excess with SYN cookies
+# and, the accept queue being full, drops their final ACK, forgetting them;
+# those clients are connected and wait for a greeting that never comes.  At a
+# real boot the same happens when a storm's burst outruns the daemon's forks
+# (seen without the pause, in bench/storm -s nbd-server).
+begin "storm: $N clients while nbd-server accepts nothing for 1 s (backlog 10 overflows, connections forgotten) all negotiate"
+if start_nbd_server "$EXPORT"; then
+	cookies=$(tcp_counter SyncookiesSent)
+	kill -STOP "$SERVER_PID"
+	start_storm --probe 127.0.0.1 "$PORT" -N disk --wait 20
+	sleep 1
+	kill -CONT "$SERVER_PID"
+	finish_storm
+	cookies=$(($(tcp_counter SyncookiesSent) - cookies))
+	[ "$cookies" -gt 0 ] || why "the kernel sent no SYN cookies (net.ipv4.tcp_syncookies = $(cat /proc/sys/net/ipv4/tcp_syncookies)): no connection was forgotten, the scenario proves nothing"
+	expect_storm_negotiated $MIB10
+	expect_reason_once
+else
+	why "nbd-server did not start"
 fi
 stop_server
 end_test
