@@ -2395,6 +2395,15 @@ static void tls_engine_setup(void)
 	br_ssl_engine_set_buffer(e, tls.iobuf, sizeof tls.iobuf, 1);
 }
 
+static br_ssl_client_certificate_class cert_class;
+static void (*cert_base_start)(const br_ssl_client_certificate_class **);
+
+static void cert_asked(const br_ssl_client_certificate_class **p)
+{
+	cert_requested = true;
+	cert_base_start(p);
+}
+
 static int tls_client_auth(const struct nbd_config *cfg)
 {
 	cert_requested = false;
@@ -2416,6 +2425,11 @@ static int tls_client_auth(const struct nbd_config *cfg)
 					    br_skey_decoder_get_ec(&tls.skey), BR_KEYTYPE_SIGN,
 					    BR_KEYTYPE_EC, br_ec_get_default(),
 					    br_ecdsa_sign_asn1_get_default());
+	/* the same class, noting that the server asked for our certificate */
+	cert_class = *tls.sc.client_auth.vtable;
+	cert_base_start = cert_class.start_name_list;
+	cert_class.start_name_list = cert_asked;
+	tls.sc.client_auth.vtable = &cert_class;
 	return 0;
 }
 
@@ -2510,10 +2524,16 @@ static int tls_error(const struct nbd_config *cfg, int e)
 		return fail_server("TLS: the server's certificate has expired or is not yet valid");
 	case BR_ERR_IO:
 		return fail_server("TLS: the server closed the connection during the handshake");
+	case BR_ERR_UNSUPPORTED_VERSION:
+	case BR_ERR_BAD_VERSION:
+	case BR_ERR_BAD_LENGTH:
+	case BR_ERR_TOO_LARGE:
+		return fail_server("TLS: the server did not answer with TLS 1.2 records (BearSSL "
+				   "error %d)", e);
 	}
 	if (e >= BR_ERR_RECV_FATAL_ALERT && e < BR_ERR_SEND_FATAL_ALERT) {
 		if (alert == BR_ALERT_HANDSHAKE_FAILURE || alert == BR_ALERT_BAD_CERTIFICATE ||
-		    alert == 116 /* certificate_required */ || alert == BR_ALERT_ACCESS_DENIED ||
+		    alert == TLS_ALERT_CERTIFICATE_REQUIRED || alert == BR_ALERT_ACCESS_DENIED ||
 		    alert == BR_ALERT_CERTIFICATE_UNKNOWN || alert == BR_ALERT_UNKNOWN_CA)
 			return fail_server("TLS: the server refused the handshake (alert %d)%s", alert,
 					   cfg->cert[0] ? ": it does not accept our client certificate"
@@ -2536,6 +2556,9 @@ static bool handshake_done;
 /* The server hung up: say what most likely made it do so. */
 static int tls_lost(const char *what, const char *how)
 {
+	if (cert_requested && tls_cfg->cert[0])
+		return fail_server("TLS: the server asked for our client certificate, then ended the "
+				   "handshake: it does not accept %s (%s: %s)", tls_cfg->cert, what, how);
 	if (cert_requested)
 		return fail_server("TLS: the server requires a client certificate: give --cert and "
 				   "--key (%s: %s)", what, how);

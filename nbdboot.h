@@ -271,6 +271,7 @@ _Static_assert(sizeof(struct nl_attr) == 4, "nlattr is 4 bytes");
 #define TLS_CIPHER_AES_GCM_128       51
 #define TLS_CIPHER_AES_GCM_256       52
 #define TLS_CIPHER_CHACHA20_POLY1305 54
+#define TLS_ALERT_CERTIFICATE_REQUIRED 116 /* TLS 1.3's; some servers send it in 1.2 */
 
 /* struct tls12_crypto_info_* of linux/tls.h, one layout for all three:
  * AES-GCM puts the explicit nonce in iv[0..7] and the implicit part in salt;
