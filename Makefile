@@ -22,7 +22,7 @@ BEARSSL_LIB := $(BEARSSL_DIR)/src/build/libbearssl.a
 BEARSSL_INC := $(BEARSSL_DIR)/src/inc
 BEARSSL_SAN := $(BEARSSL_DIR)/src/build-gcc/libbearssl.a # for the glibc sanitizer builds
 
-WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-unused-function
+WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes
 CFLAGS  ?= -Os
 # Certificates are checked against the build time when the boot clock is older.
 BUILD_TIME := $(or $(SOURCE_DATE_EPOCH),$(shell date +%s))

@@ -2,10 +2,24 @@
  * nbdboot - attach a Network Block Device export as the root of a booting
  * Linux system.  One static binary for the initramfs.
  *
- * The file reads in the order a boot flows through it:
- *   errors -> configuration (argv, URIs) -> connection -> wire I/O ->
- *   negotiation -> output -> main.
- * Each section says what it owns and what it may call.
+ * The file reads in the order a boot flows through it; each section says
+ * what it owns and what it may call, and calls only what comes before it:
+ *
+ *   Formatting and output   printf, stdout (results), stderr (diagnostics)
+ *   Errors                  the sticky first failure, its class and verdict
+ *   Configuration           argv, NBD URIs, the kernel command line
+ *   Connection              clock, poll_until(), resolving, connecting
+ *   TLS                     BearSSL: certificates, handshake, record I/O, kTLS keys
+ *   Wire I/O                whole messages, in plaintext or through TLS
+ *   Negotiation             greeting, STARTTLS, GO, EXPORT_NAME, LIST; retries
+ *   Kernel                  netlink, device queries, request limit, readiness
+ *   Resident process        what stays after the boot: DO_IT holder, TLS proxy
+ *   Attach                  sockets to the kernel: netlink, or the ioctls
+ *   Output                  what --probe, --list, --print-env, --help print
+ *   Main                    one function per mode
+ *
+ * The mutable state is a few structs, one per section that needs one:
+ * output, err, tls, wire, retry, resident.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,13 +37,12 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <sys/syscall.h>
 
 #include "nbdboot.h"
 
@@ -49,11 +62,14 @@
 _Static_assert(NBD_REPLY_MAX >= NBD_INFO_MAX, "receive buffer holds an INFO");
 _Static_assert(NBD_REPLY_MAX >= NBD_ERRMSG_MAX, "receive buffer holds an error");
 
-/* ==== Formatting ============================================================
+/* ==== Formatting and output =============================================
  * A small printf for messages and output: libc's brings floating point and
  * wide characters, a sixth of the binary.  Handles what nbdboot uses:
  * %s %c %d %i %u %x with flags '-' and '0', a width, a precision (digits or
  * '*', which for %s bounds the bytes read), and the l, ll and z modifiers.
+ * Then the two streams: stdout (the command's result) and stderr (one
+ * diagnostic line at a time), and text from outside shown bounded.
+ * Owns the output state; calls nothing but libc.
  */
 
 struct fmt_out {
@@ -176,6 +192,8 @@ static int fmt(char *buf, size_t size, const char *f, ...)
  * gone, and a failure to write there must never change the outcome. */
 static struct output {
 	int failed_errno; /* first failure writing stdout, 0 if none */
+	bool verbose;     /* -v: trace() prints each step */
+	struct timespec t_start;
 } output;
 
 static int write_whole(int fd, const char *p, size_t len)
@@ -216,13 +234,80 @@ static void out(const char *f, ...)
 	out_raw(line, len);
 }
 
-/* ==== Errors ================================================================
+/* One diagnostic line on stderr; a failure to write it is ignored. */
+__attribute__((format(printf, 1, 2)))
+static void diag(const char *f, ...)
+{
+	char line[1024];
+	va_list ap;
+	size_t len;
+	va_start(ap, f);
+	len = (size_t)vfmt(line, sizeof line, f, ap);
+	va_end(ap);
+	(void)write_whole(2, line, len < sizeof line ? len : sizeof line - 1);
+}
+
+__attribute__((format(printf, 1, 2)))
+static void say(const char *f, ...)
+{
+	char line[768];
+	va_list ap;
+	va_start(ap, f);
+	vfmt(line, sizeof line, f, ap);
+	va_end(ap);
+	diag("nbdboot: %s\n", line);
+}
+
+/* With -v: where the time of a boot goes, one line per step. */
+static void trace(const char *fmt, ...)
+{
+	char line[256];
+	struct timespec now, cpu;
+	long long us, cpu_us;
+	va_list ap;
+	if (!output.verbose)
+		return;
+	va_start(ap, fmt);
+	vfmt(line, sizeof line, fmt, ap);
+	va_end(ap);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	us = (now.tv_sec - output.t_start.tv_sec) * 1000000LL +
+	     (now.tv_nsec - output.t_start.tv_nsec) / 1000;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu); /* our own work, not the waiting */
+	cpu_us = cpu.tv_sec * 1000000LL + cpu.tv_nsec / 1000;
+	diag("nbdboot: +%lld.%03lld ms (cpu %lld.%03lld ms): %s\n", us / 1000, us % 1000,
+	       cpu_us / 1000, cpu_us % 1000, line);
+}
+
+void nbd_sanitise(char *out, size_t outsz, const uint8_t *in, size_t len)
+{
+	size_t n = 0, i;
+	if (outsz == 0)
+		return;
+	for (i = 0; i < len && i < NBD_SHOW_MAX && n + 1 < outsz; i++)
+		out[n++] = (in[i] >= 0x20 && in[i] < 0x7f) ? (char)in[i] : '?';
+	if (i < len && n + 3 < outsz) {
+		memcpy(out + n, "...", 3);
+		n += 3;
+	}
+	out[n] = 0;
+}
+
+/* The export name as shown in messages: sanitised, bounded. */
+static const char *shown_name(const char *name)
+{
+	static char buf[NBD_SHOW_MAX + 4];
+	nbd_sanitise(buf, sizeof buf, (const uint8_t *)name, strlen(name));
+	return buf;
+}
+
+/* ==== Errors ============================================================
  * Errors are sticky: the first failure is the cause and is kept with its
  * class (exit code) and whether a retry may help; failures after it (a
  * goodbye that fails too, a cleanup) change nothing.  Callers return -1 and
- * main() prints the cause once.  err_refine() is the one way to change the
- * kept error: a caller that knows more says so explicitly.  Owns the error;
- * calls nothing but formatting.
+ * main() prints the cause once.  err_wrap() and err_reword() are the only
+ * ways to change the kept error: a caller that knows more says so.  Owns
+ * the error; calls only Formatting.
  */
 
 static struct nbd_error {
@@ -300,79 +385,10 @@ const char *nbd_last_error(void) { return err.msg; }
 int nbd_last_error_class(void) { return err.cls ? err.cls : EXIT_SERVER; }
 bool nbd_last_error_transient(void) { return err.transient; }
 
-/* One diagnostic line on stderr; a failure to write it is ignored. */
-__attribute__((format(printf, 1, 2)))
-static void diag(const char *f, ...)
-{
-	char line[1024];
-	va_list ap;
-	size_t len;
-	va_start(ap, f);
-	len = (size_t)vfmt(line, sizeof line, f, ap);
-	va_end(ap);
-	(void)write_whole(2, line, len < sizeof line ? len : sizeof line - 1);
-}
-
-__attribute__((format(printf, 1, 2)))
-static void say(const char *f, ...)
-{
-	char line[768];
-	va_list ap;
-	va_start(ap, f);
-	vfmt(line, sizeof line, f, ap);
-	va_end(ap);
-	diag("nbdboot: %s\n", line);
-}
-
-static bool verbose;
-static struct timespec t_start;
-
-/* With -v: where the time of a boot goes, one line per step. */
-static void trace(const char *fmt, ...)
-{
-	char line[256];
-	struct timespec now, cpu;
-	long long us, cpu_us;
-	va_list ap;
-	if (!verbose)
-		return;
-	va_start(ap, fmt);
-	vfmt(line, sizeof line, fmt, ap);
-	va_end(ap);
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	us = (now.tv_sec - t_start.tv_sec) * 1000000LL + (now.tv_nsec - t_start.tv_nsec) / 1000;
-	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu); /* our own work, not the waiting */
-	cpu_us = cpu.tv_sec * 1000000LL + cpu.tv_nsec / 1000;
-	diag("nbdboot: +%lld.%03lld ms (cpu %lld.%03lld ms): %s\n", us / 1000, us % 1000,
-	       cpu_us / 1000, cpu_us % 1000, line);
-}
-
-void nbd_sanitise(char *out, size_t outsz, const uint8_t *in, size_t len)
-{
-	size_t n = 0, i;
-	if (outsz == 0)
-		return;
-	for (i = 0; i < len && i < NBD_SHOW_MAX && n + 1 < outsz; i++)
-		out[n++] = (in[i] >= 0x20 && in[i] < 0x7f) ? (char)in[i] : '?';
-	if (i < len && n + 3 < outsz) {
-		memcpy(out + n, "...", 3);
-		n += 3;
-	}
-	out[n] = 0;
-}
-
-/* The export name as shown in messages: sanitised, bounded. */
-static const char *shown_name(const char *name)
-{
-	static char buf[NBD_SHOW_MAX + 4];
-	nbd_sanitise(buf, sizeof buf, (const uint8_t *)name, strlen(name));
-	return buf;
-}
-
-/* ==== Configuration =========================================================
+/* ==== Configuration =====================================================
  * Fills struct nbd_config from argv (nbd-client compatible, long and
- * single-dash long options, options after positionals) and from NBD URIs.
- * Calls only the error helpers.
+ * single-dash long options, options after positionals), from NBD URIs, and
+ * from the kernel command line.  Calls only Errors and Formatting.
  */
 
 enum {
@@ -733,7 +749,7 @@ static int apply_option(struct nbd_config *cfg, int id, const char *v)
 	case 'd': return set_mode(cfg, MODE_DISCONNECT) || set_device(cfg, v);
 	case 'h': return set_mode(cfg, MODE_HELP);
 	case 'V': return set_mode(cfg, MODE_VERSION);
-	case 'v': verbose = true; return 0;
+	case 'v': cfg->verbose = true; return 0;
 	case O_PROBE: return set_mode(cfg, MODE_PROBE);
 	case O_CMDLINE: return set_mode(cfg, MODE_CMDLINE);
 	case O_PRINT_ENV: cfg->print_env = true; return 0;
@@ -1085,11 +1101,11 @@ int nbd_parse_cmdline(struct nbd_config *cfg, const char *text)
 	return 0;
 }
 
-/* ==== Connection ============================================================
- * Resolves and connects (TCP or Unix) under the deadline of the boot step,
- * sets socket options.  Transient failures are marked so the retry loop
+/* ==== Connection ========================================================
+ * Resolves and connects (TCP or Unix) under the deadline of the boot step
+ * and sets socket options; transient failures are marked so the retry loop
  * (end of Negotiation) tries again.  Owns poll_until(), the one wait on a
- * file descriptor that everything else uses.
+ * file descriptor that every other wait uses, and the clock.
  */
 
 int64_t nbd_now_ms(void)
@@ -1104,6 +1120,11 @@ static void sleep_ms(int64_t ms)
 	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
 	while (nanosleep(&ts, &ts) && errno == EINTR)
 		;
+}
+
+static int64_t deadline_after(unsigned seconds)
+{
+	return nbd_now_ms() + (int64_t)seconds * 1000;
 }
 
 /* Wait until fd has one of events or the deadline passes: 0 when ready,
@@ -1124,6 +1145,17 @@ static int poll_until(int fd, short events, int64_t deadline)
 		if (r < 0 && errno != EINTR)
 			return -1;
 	}
+}
+
+static int wait_io(struct nbd_conn *c, short events, const char *what)
+{
+	if (poll_until(c->fd, events, c->deadline_ms) == 0)
+		return 0;
+	if (errno != ETIMEDOUT)
+		return fail_server("poll failed (%s): %s", what, strerror(errno));
+	fail_server("timed out waiting for the server (%s)", what);
+	err.deadline = true;
+	return -1;
 }
 
 static bool transient_errno(int e)
@@ -1148,7 +1180,7 @@ static const char *server_name(const struct nbd_config *cfg)
 
 static void tune_tcp(int fd)
 {
-	int on = 1, idle = 60, intvl = 10, cnt = 6;
+	int on = 1, idle = NBD_KEEPALIVE_IDLE_S, intvl = NBD_KEEPALIVE_INTVL_S, cnt = NBD_KEEPALIVE_PROBES;
 	/* Latency over batching: each handshake message is one small write. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
 	/* Notice a vanished server within about two minutes of silence. */
@@ -1269,7 +1301,7 @@ static int connect_tcp(const struct nbd_config *cfg, int64_t deadline)
 				   rs.gai ? gai_strerror(rs.gai) : "no address");
 	for (unsigned i = 0; i < rs.n && fd < 0; i++) {
 		/* Leave time for the other addresses if this one is a black hole. */
-		int64_t cap = nbd_now_ms() + (i + 1 < rs.n ? 5000 : INT64_MAX / 2);
+		int64_t cap = nbd_now_ms() + (i + 1 < rs.n ? NBD_ADDR_TRY_MS : INT64_MAX / 2);
 		fd = connect_addr((struct sockaddr *)&rs.addr[i].sa, rs.addr[i].len,
 				  cap < deadline ? cap : deadline);
 		if (fd < 0)
@@ -1282,31 +1314,865 @@ static int connect_tcp(const struct nbd_config *cfg, int64_t deadline)
 	return fd;
 }
 
-/* ==== Wire I/O ==============================================================
- * Whole-message reads and writes on the non-blocking socket, each bounded
- * by the connection's deadline.  The static receive buffer lives here.
+/* ==== TLS ===============================================================
+ * BearSSL client for STARTTLS: trust anchors and client credentials loaded
+ * from PEM files into static pools, TLS 1.2 with ECDHE and AEAD suites only
+ * (all of which the kernel can take over), the engine driven over the
+ * connection's non-blocking socket within its deadline.  Record-layer
+ * vtables are wrapped to learn the keys the kernel needs for kTLS.  No heap:
+ * everything lives in one static state.  Calls Connection; Wire I/O calls
+ * its record I/O, Negotiation its handshake, Attach its kTLS hand-over.
  */
 
 #if NBDBOOT_TLS
-static int tls_read(struct nbd_conn *c, void *buf, size_t len, const char *what);
-static int tls_write(struct nbd_conn *c, const void *buf, size_t len, const char *what);
-static void tls_close(struct nbd_conn *c);
-#endif
-static int tls_handshake(struct nbd_conn *c, const struct nbd_config *cfg);
 
-static uint8_t rbuf[NBD_REPLY_MAX];
-static uint8_t sbuf[4 + NBD_OPT_HDR_LEN + 4 + NBD_STRING_MAX + 2 + 2];
+struct ktls_dir {
+	int cipher; /* TLS_CIPHER_*, 0 when unknown */
+	uint8_t key[32], iv[12];
+	size_t key_len;
+};
 
-static int wait_io(struct nbd_conn *c, short events, const char *what)
+static struct {
+	br_ssl_client_context sc;
+	br_x509_minimal_context xc;
+	br_x509_trust_anchor anchors[NBD_TLS_ANCHORS_MAX];
+	size_t nanchors;
+	uint8_t pool[NBD_TLS_POOL];
+	size_t pool_used;
+	br_x509_certificate chain[NBD_TLS_CHAIN_MAX];
+	size_t nchain;
+	br_skey_decoder_context skey;
+	uint8_t der[NBD_TLS_DER_MAX];
+	size_t der_len;
+	bool der_overflow;
+	struct ktls_dir rx, tx;
+	bool loaded;
+	uint8_t iobuf[BR_SSL_BUFSIZE_BIDI];
+	/* the X.509 engine BearSSL is given: wraps tls.xc to check addresses */
+	struct {
+		const br_x509_class *vtable;
+		uint8_t ip[16];
+		size_t iplen; /* 0: not an address, BearSSL checks the name */
+		unsigned cert_index;
+	} xw;
+	/* record-layer classes, each BearSSL's own with init() wrapped */
+	br_sslrec_in_gcm_class gcm_in;
+	br_sslrec_out_gcm_class gcm_out;
+	br_sslrec_in_chapol_class chapol_in;
+	br_sslrec_out_chapol_class chapol_out;
+	/* the client-certificate class, start_name_list() wrapped */
+	br_ssl_client_certificate_class cert_class;
+	void (*cert_base_start)(const br_ssl_client_certificate_class **);
+	bool cert_requested; /* the server asked for a client certificate */
+	bool handshake_done;
+	const struct nbd_config *cfg; /* for messages */
+} tls;
+
+static const uint16_t tls_suites[] = {
+	BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+};
+
+/* -- record-layer wrappers: see the keys as BearSSL installs them ---------- */
+
+static void capture(struct ktls_dir *d, int cipher, const void *key, size_t klen, const void *iv,
+		    size_t ivlen)
 {
-	if (poll_until(c->fd, events, c->deadline_ms) == 0)
-		return 0;
-	if (errno != ETIMEDOUT)
-		return fail_server("poll failed (%s): %s", what, strerror(errno));
-	fail_server("timed out waiting for the server (%s)", what);
-	err.deadline = true;
-	return -1;
+	d->cipher = cipher;
+	d->key_len = klen;
+	memcpy(d->key, key, klen);
+	memcpy(d->iv, iv, ivlen);
 }
+
+static void gcm_in_init(const br_sslrec_in_gcm_class **ctx, const br_block_ctr_class *bc,
+			const void *key, size_t klen, br_ghash gh, const void *iv)
+{
+	capture(&tls.rx, klen == 16 ? TLS_CIPHER_AES_GCM_128 : TLS_CIPHER_AES_GCM_256, key, klen, iv, 4);
+	br_sslrec_in_gcm_vtable.init(ctx, bc, key, klen, gh, iv);
+}
+
+static void gcm_out_init(const br_sslrec_out_gcm_class **ctx, const br_block_ctr_class *bc,
+			 const void *key, size_t klen, br_ghash gh, const void *iv)
+{
+	capture(&tls.tx, klen == 16 ? TLS_CIPHER_AES_GCM_128 : TLS_CIPHER_AES_GCM_256, key, klen, iv, 4);
+	br_sslrec_out_gcm_vtable.init(ctx, bc, key, klen, gh, iv);
+}
+
+static void chapol_in_init(const br_sslrec_in_chapol_class **ctx, br_chacha20_run ic,
+			   br_poly1305_run ip, const void *key, const void *iv)
+{
+	capture(&tls.rx, TLS_CIPHER_CHACHA20_POLY1305, key, 32, iv, 12);
+	br_sslrec_in_chapol_vtable.init(ctx, ic, ip, key, iv);
+}
+
+static void chapol_out_init(const br_sslrec_out_chapol_class **ctx, br_chacha20_run ic,
+			    br_poly1305_run ip, const void *key, const void *iv)
+{
+	capture(&tls.tx, TLS_CIPHER_CHACHA20_POLY1305, key, 32, iv, 12);
+	br_sslrec_out_chapol_vtable.init(ctx, ic, ip, key, iv);
+}
+
+/* -- PEM files into trust anchors, a chain, a key ------------------------- */
+
+static void der_append(void *ctx, const void *data, size_t len)
+{
+	(void)ctx;
+	if (tls.der_len + len > sizeof tls.der) {
+		tls.der_overflow = true;
+		return;
+	}
+	memcpy(tls.der + tls.der_len, data, len);
+	tls.der_len += len;
+}
+
+static void *pool_copy(const void *p, size_t len)
+{
+	uint8_t *dst;
+	if (tls.pool_used + len > sizeof tls.pool)
+		return NULL;
+	dst = tls.pool + tls.pool_used;
+	memcpy(dst, p, len);
+	tls.pool_used += len;
+	return dst;
+}
+
+static void dn_append(void *ctx, const void *data, size_t len)
+{
+	br_x500_name *dn = ctx;
+	if (dn->data && tls.pool_used + len <= sizeof tls.pool) {
+		memcpy(tls.pool + tls.pool_used, data, len);
+		tls.pool_used += len;
+		dn->len += len;
+	} else {
+		dn->data = NULL;
+	}
+}
+
+/* A CERTIFICATE from the CA file becomes a trust anchor (CA or pinned). */
+static int add_anchor(const char *file)
+{
+	static br_x509_decoder_context dc;
+	br_x509_trust_anchor *ta = &tls.anchors[tls.nanchors];
+	const br_x509_pkey *pk;
+	if (tls.nanchors == NBD_TLS_ANCHORS_MAX)
+		return fail_usage("%s has more than %d certificates", file, NBD_TLS_ANCHORS_MAX);
+	ta->dn.data = tls.pool + tls.pool_used;
+	ta->dn.len = 0;
+	br_x509_decoder_init(&dc, dn_append, &ta->dn);
+	br_x509_decoder_push(&dc, tls.der, tls.der_len);
+	pk = br_x509_decoder_get_pkey(&dc);
+	if (!pk || !ta->dn.data)
+		return fail_usage("%s: a certificate cannot be decoded (BearSSL error %d)", file,
+				  br_x509_decoder_last_error(&dc));
+	ta->flags = br_x509_decoder_isCA(&dc) ? BR_X509_TA_CA : 0;
+	ta->pkey.key_type = pk->key_type;
+	if (pk->key_type == BR_KEYTYPE_RSA) {
+		ta->pkey.key.rsa.n = pool_copy(pk->key.rsa.n, pk->key.rsa.nlen);
+		ta->pkey.key.rsa.nlen = pk->key.rsa.nlen;
+		ta->pkey.key.rsa.e = pool_copy(pk->key.rsa.e, pk->key.rsa.elen);
+		ta->pkey.key.rsa.elen = pk->key.rsa.elen;
+		if (!ta->pkey.key.rsa.n || !ta->pkey.key.rsa.e)
+			return fail_usage("%s: too many or too large certificates", file);
+	} else {
+		ta->pkey.key.ec.curve = pk->key.ec.curve;
+		ta->pkey.key.ec.q = pool_copy(pk->key.ec.q, pk->key.ec.qlen);
+		ta->pkey.key.ec.qlen = pk->key.ec.qlen;
+		if (!ta->pkey.key.ec.q)
+			return fail_usage("%s: too many or too large certificates", file);
+	}
+	tls.nanchors++;
+	return 0;
+}
+
+static int add_chain_cert(const char *file)
+{
+	uint8_t *p;
+	if (tls.nchain == NBD_TLS_CHAIN_MAX)
+		return fail_usage("%s has more than %d certificates", file, NBD_TLS_CHAIN_MAX);
+	p = pool_copy(tls.der, tls.der_len);
+	if (!p)
+		return fail_usage("%s: certificates too large", file);
+	tls.chain[tls.nchain].data = p;
+	tls.chain[tls.nchain++].data_len = tls.der_len;
+	return 0;
+}
+
+static int add_key(const char *file)
+{
+	br_skey_decoder_init(&tls.skey);
+	br_skey_decoder_push(&tls.skey, tls.der, tls.der_len);
+	if (br_skey_decoder_last_error(&tls.skey))
+		return fail_usage("%s: the private key cannot be decoded (BearSSL error %d)", file,
+				  br_skey_decoder_last_error(&tls.skey));
+	return 0;
+}
+
+enum pem_kind { PEM_ANCHORS, PEM_CHAIN, PEM_KEY };
+
+static int pem_object(const char *file, const char *name, enum pem_kind kind, int *count)
+{
+	bool cert = !strcmp(name, "CERTIFICATE") || !strcmp(name, "X509 CERTIFICATE");
+	bool key = !strcmp(name, "RSA PRIVATE KEY") || !strcmp(name, "EC PRIVATE KEY") ||
+		   !strcmp(name, "PRIVATE KEY");
+	if (tls.der_overflow)
+		return fail_usage("%s: a PEM object is larger than %d bytes", file, NBD_TLS_DER_MAX);
+	if (kind == PEM_KEY ? !key : !cert)
+		return 0; /* other objects in the file are not ours to use */
+	++*count;
+	if (kind == PEM_ANCHORS)
+		return add_anchor(file);
+	return kind == PEM_CHAIN ? add_chain_cert(file) : add_key(file);
+}
+
+/* Stream a PEM file through the decoder: no whole-file buffer. */
+static int load_pem(const char *file, enum pem_kind kind)
+{
+	static br_pem_decoder_context pc;
+	uint8_t buf[4096];
+	int fd = open(file, O_RDONLY | O_CLOEXEC), count = 0, r = 0;
+	ssize_t n;
+	if (fd < 0)
+		return fail_usage("unable to open %s: %s", file, strerror(errno));
+	br_pem_decoder_init(&pc);
+	for (bool eof = false; r == 0 && !eof;) {
+		n = read(fd, buf, sizeof buf);
+		if (n <= 0) { /* a last newline ends an unterminated END line */
+			eof = true;
+			buf[0] = '\n';
+			n = 1;
+		}
+		for (size_t off = 0; r == 0 && off < (size_t)n;) {
+			off += br_pem_decoder_push(&pc, buf + off, (size_t)n - off);
+			switch (br_pem_decoder_event(&pc)) {
+			case BR_PEM_BEGIN_OBJ:
+				tls.der_len = 0;
+				tls.der_overflow = false;
+				br_pem_decoder_setdest(&pc, der_append, NULL);
+				break;
+			case BR_PEM_END_OBJ:
+				r = pem_object(file, br_pem_decoder_name(&pc), kind, &count);
+				break;
+			case BR_PEM_ERROR:
+				r = fail_usage("%s is not a valid PEM file", file);
+				break;
+			}
+		}
+	}
+	close(fd);
+	if (r == 0 && count == 0)
+		r = fail_usage("%s has no %s", file, kind == PEM_KEY ? "private key" : "certificate");
+	return r;
+}
+
+/* -- IP-address hosts: BearSSL matches DNS names only, so for an address
+ * literal no name goes to BearSSL (and no SNI, as RFC 6066 wants) and the
+ * end-entity certificate must list the address in subjectAltName. ------- */
+
+
+/* One DER element at *p: tag, value and length, all inside end. */
+static bool der_next(const uint8_t **p, const uint8_t *end, uint8_t *tag, const uint8_t **val,
+		     size_t *len)
+{
+	const uint8_t *q = *p;
+	uint8_t t;
+	size_t n;
+	if (end - q < 2)
+		return false;
+	t = *q++;
+	n = *q++;
+	if (n & 0x80) {
+		unsigned k = n & 0x7f;
+		if (k == 0 || k > 3 || (size_t)(end - q) < k)
+			return false;
+		for (n = 0; k--; q++)
+			n = n << 8 | *q;
+	}
+	if ((size_t)(end - q) < n)
+		return false;
+	*tag = t; /* outputs change only for a whole element */
+	*val = q;
+	*len = n;
+	*p = q + n;
+	return true;
+}
+
+#define DER_SEQUENCE   0x30
+#define DER_OID        0x06
+#define DER_OCTETS     0x04
+#define DER_EXTENSIONS 0xa3 /* tbsCertificate [3] EXPLICIT */
+#define DER_SAN_IP     0x87 /* GeneralName iPAddress [7] IMPLICIT */
+
+/* Enter the element at *p if it is tagged want: [*p, *end) becomes its value. */
+static bool der_enter(const uint8_t **p, const uint8_t **end, uint8_t want)
+{
+	const uint8_t *v;
+	uint8_t tag;
+	size_t len;
+	if (!der_next(p, *end, &tag, &v, &len) || tag != want)
+		return false;
+	*p = v;
+	*end = v + len;
+	return true;
+}
+
+/* The value of the first element in [p, end) tagged want. */
+static bool der_find(const uint8_t *p, const uint8_t *end, uint8_t want, const uint8_t **val,
+		     size_t *len)
+{
+	uint8_t tag;
+	while (der_next(&p, end, &tag, val, len))
+		if (tag == want)
+			return true;
+	return false;
+}
+
+/* The GeneralNames of a subjectAltName Extension (OID, [critical], OCTETS). */
+static bool der_san(const uint8_t *p, const uint8_t *end, const uint8_t **names,
+		    const uint8_t **names_end)
+{
+	static const uint8_t san_oid[] = { 0x55, 0x1d, 0x11 };
+	const uint8_t *oid, *v;
+	size_t olen, len;
+	uint8_t tag;
+	if (!der_next(&p, end, &tag, &oid, &olen) || tag != DER_OID || olen != sizeof san_oid ||
+	    memcmp(oid, san_oid, sizeof san_oid) || !der_find(p, end, DER_OCTETS, &v, &len))
+		return false;
+	*names = v;
+	*names_end = v + len;
+	return der_enter(names, names_end, DER_SEQUENCE);
+}
+
+/* Does the certificate in der list ip among its iPAddress SANs? */
+static bool cert_has_ip(const uint8_t *der, size_t dlen, const uint8_t *ip, size_t iplen)
+{
+	const uint8_t *p = der, *end = der + dlen, *v, *names, *names_end;
+	uint8_t tag;
+	size_t len;
+	if (!der_enter(&p, &end, DER_SEQUENCE) || !der_enter(&p, &end, DER_SEQUENCE) ||
+	    !der_find(p, end, DER_EXTENSIONS, &v, &len))
+		return false;
+	p = v;
+	end = v + len;
+	if (!der_enter(&p, &end, DER_SEQUENCE))
+		return false;
+	while (der_next(&p, end, &tag, &v, &len)) {
+		if (tag != DER_SEQUENCE || !der_san(v, v + len, &names, &names_end))
+			continue;
+		while (der_next(&names, names_end, &tag, &v, &len))
+			if (tag == DER_SAN_IP && len == iplen && !memcmp(v, ip, iplen))
+				return true;
+		return false;
+	}
+	return false;
+}
+
+bool nbd_cert_has_ip(const uint8_t *der, size_t len, const uint8_t *ip, size_t iplen)
+{
+	return cert_has_ip(der, len, ip, iplen);
+}
+
+static void xw_start_chain(const br_x509_class **ctx, const char *name)
+{
+	(void)ctx;
+	tls.xw.cert_index = 0;
+	tls.xc.vtable->start_chain(&tls.xc.vtable, name);
+}
+
+static void xw_start_cert(const br_x509_class **ctx, uint32_t length)
+{
+	(void)ctx;
+	if (tls.xw.cert_index == 0) {
+		tls.der_len = 0;
+		tls.der_overflow = false;
+	}
+	tls.xc.vtable->start_cert(&tls.xc.vtable, length);
+}
+
+static void xw_append(const br_x509_class **ctx, const unsigned char *buf, size_t len)
+{
+	(void)ctx;
+	if (tls.xw.cert_index == 0)
+		der_append(NULL, buf, len);
+	tls.xc.vtable->append(&tls.xc.vtable, buf, len);
+}
+
+static void xw_end_cert(const br_x509_class **ctx)
+{
+	(void)ctx;
+	tls.xw.cert_index++;
+	tls.xc.vtable->end_cert(&tls.xc.vtable);
+}
+
+static unsigned xw_end_chain(const br_x509_class **ctx)
+{
+	unsigned r = tls.xc.vtable->end_chain(&tls.xc.vtable);
+	(void)ctx;
+	if (r == 0 && tls.xw.iplen &&
+	    (tls.der_overflow || !cert_has_ip(tls.der, tls.der_len, tls.xw.ip, tls.xw.iplen)))
+		return BR_ERR_X509_BAD_SERVER_NAME;
+	return r;
+}
+
+static const br_x509_pkey *xw_get_pkey(const br_x509_class *const *ctx, unsigned *usages)
+{
+	(void)ctx;
+	return tls.xc.vtable->get_pkey(&tls.xc.vtable, usages);
+}
+
+static const br_x509_class xw_vtable = {
+	sizeof tls.xw, xw_start_chain, xw_start_cert, xw_append, xw_end_cert, xw_end_chain, xw_get_pkey,
+};
+
+/* -- a client-certificate "chooser" for when we have none: it only notes
+ * that the server asked, so a refusal can say what is missing. ---------- */
+
+static void nc_start_list(const br_ssl_client_certificate_class **p)
+{
+	(void)p;
+	tls.cert_requested = true;
+}
+
+static void nc_start_name(const br_ssl_client_certificate_class **p, size_t len)
+{
+	(void)p;
+	(void)len;
+}
+static void nc_append(const br_ssl_client_certificate_class **p, const unsigned char *d, size_t len)
+{
+	(void)p;
+	(void)d;
+	(void)len;
+}
+
+static void nc_end(const br_ssl_client_certificate_class **p) { (void)p; }
+static void nc_choose(const br_ssl_client_certificate_class **p, const br_ssl_client_context *cc,
+		      uint32_t auth_types, br_ssl_client_certificate *choices)
+{
+	(void)p;
+	(void)cc;
+	(void)auth_types;
+	memset(choices, 0, sizeof *choices);
+}
+
+static const br_ssl_client_certificate_class nocert_vtable = {
+	sizeof(const br_ssl_client_certificate_class *), nc_start_list, nc_start_name, nc_append,
+	nc_end, nc_end, nc_choose, NULL, NULL,
+};
+
+static const br_ssl_client_certificate_class *nocert = &nocert_vtable;
+
+/* -- configuration of the engine -------------------------------------------- */
+
+static void tls_engine_setup(void)
+{
+	br_ssl_engine_context *e = &tls.sc.eng;
+	static const br_hash_class *const hashes[] = {
+		&br_sha1_vtable, &br_sha224_vtable, &br_sha256_vtable, &br_sha384_vtable,
+		&br_sha512_vtable,
+	};
+	br_ssl_client_zero(&tls.sc);
+	br_ssl_engine_set_versions(e, BR_TLS12, BR_TLS12);
+	br_ssl_engine_set_suites(e, tls_suites, sizeof tls_suites / sizeof tls_suites[0]);
+	br_x509_minimal_init(&tls.xc, &br_sha256_vtable, tls.anchors, tls.nanchors);
+	for (size_t i = 0; i < sizeof hashes / sizeof hashes[0]; i++) {
+		int id = (int)((hashes[i]->desc >> BR_HASHDESC_ID_OFF) & BR_HASHDESC_ID_MASK);
+		br_ssl_engine_set_hash(e, id, hashes[i]);
+		br_x509_minimal_set_hash(&tls.xc, id, hashes[i]);
+	}
+	br_x509_minimal_set_rsa(&tls.xc, &br_rsa_i31_pkcs1_vrfy);
+	br_x509_minimal_set_ecdsa(&tls.xc, br_ec_get_default(), br_ecdsa_vrfy_asn1_get_default());
+	tls.xw.vtable = &xw_vtable;
+	br_ssl_engine_set_x509(e, &tls.xw.vtable);
+	br_ssl_engine_set_prf_sha256(e, br_tls12_sha256_prf);
+	br_ssl_engine_set_prf_sha384(e, br_tls12_sha384_prf);
+	br_ssl_engine_set_default_ec(e);
+	br_ssl_engine_set_rsavrfy(e, &br_rsa_i31_pkcs1_vrfy);
+	br_ssl_engine_set_default_ecdsa(e);
+	br_ssl_engine_set_default_aes_gcm(e);
+	br_ssl_engine_set_default_chapol(e);
+	tls.gcm_in = br_sslrec_in_gcm_vtable;
+	tls.gcm_in.init = gcm_in_init;
+	tls.gcm_out = br_sslrec_out_gcm_vtable;
+	tls.gcm_out.init = gcm_out_init;
+	tls.chapol_in = br_sslrec_in_chapol_vtable;
+	tls.chapol_in.init = chapol_in_init;
+	tls.chapol_out = br_sslrec_out_chapol_vtable;
+	tls.chapol_out.init = chapol_out_init;
+	br_ssl_engine_set_gcm(e, &tls.gcm_in, &tls.gcm_out);
+	br_ssl_engine_set_chapol(e, &tls.chapol_in, &tls.chapol_out);
+	br_ssl_engine_set_buffer(e, tls.iobuf, sizeof tls.iobuf, 1);
+}
+
+static void cert_asked(const br_ssl_client_certificate_class **p)
+{
+	tls.cert_requested = true;
+	tls.cert_base_start(p);
+}
+
+static int tls_client_auth(const struct nbd_config *cfg)
+{
+	tls.cert_requested = false;
+	if (!cfg->cert[0] && !cfg->key[0]) {
+		br_ssl_client_set_client_certificate(&tls.sc, &nocert);
+		return 0;
+	}
+	if (!cfg->cert[0] || !cfg->key[0])
+		return fail_usage("a client certificate needs both --cert and --key");
+	/* loaded once: every connection of a device presents the same chain */
+	if (!tls.nchain && (load_pem(cfg->cert, PEM_CHAIN) || load_pem(cfg->key, PEM_KEY)))
+		return -1;
+	if (br_skey_decoder_key_type(&tls.skey) == BR_KEYTYPE_RSA)
+		br_ssl_client_set_single_rsa(&tls.sc, tls.chain, tls.nchain,
+					     br_skey_decoder_get_rsa(&tls.skey),
+					     &br_rsa_i31_pkcs1_sign);
+	else
+		br_ssl_client_set_single_ec(&tls.sc, tls.chain, tls.nchain,
+					    br_skey_decoder_get_ec(&tls.skey), BR_KEYTYPE_SIGN,
+					    BR_KEYTYPE_EC, br_ec_get_default(),
+					    br_ecdsa_sign_asn1_get_default());
+	/* the same class, noting that the server asked for our certificate */
+	tls.cert_class = *tls.sc.client_auth.vtable;
+	tls.cert_base_start = tls.cert_class.start_name_list;
+	tls.cert_class.start_name_list = cert_asked;
+	tls.sc.client_auth.vtable = &tls.cert_class;
+	return 0;
+}
+
+/* Certificates are checked against the clock, unless the clock is
+ * obviously wrong (before this binary was built): then the build time. */
+#define SECONDS_PER_DAY 86400
+#define DAYS_TO_1970    719528 /* BearSSL counts days from 1 January, year 0 */
+
+static void tls_set_time(void)
+{
+	static bool said;
+	time_t now = time(NULL);
+	if (now < (time_t)NBDBOOT_BUILD_TIME) {
+		if (!said)
+			say("the system clock is before this build; checking certificates "
+			    "against the build time instead");
+		said = true;
+		now = (time_t)NBDBOOT_BUILD_TIME;
+	}
+	br_x509_minimal_set_time(&tls.xc, (uint32_t)(now / SECONDS_PER_DAY + DAYS_TO_1970),
+				 (uint32_t)(now % SECONDS_PER_DAY));
+}
+
+/* Seed from getrandom: wait for the pool at most 10 s, then take what the
+ * kernel has rather than hang the boot forever. */
+static int tls_seed(int64_t deadline)
+{
+	uint8_t seed[32];
+	long r = -1;
+	int64_t until = nbd_now_ms() + NBD_TLS_SEED_WAIT_MS;
+	if (until > deadline)
+		until = deadline;
+	for (;;) {
+		r = syscall(SYS_getrandom, seed, sizeof seed, GRND_NONBLOCK);
+		if (r == (long)sizeof seed || (r < 0 && errno != EAGAIN && errno != EINTR) ||
+		    nbd_now_ms() >= until)
+			break;
+		sleep_ms(NBD_TLS_SEED_STEP_MS);
+	}
+	if (r != (long)sizeof seed) {
+		r = syscall(SYS_getrandom, seed, sizeof seed, GRND_INSECURE);
+		if (r == (long)sizeof seed)
+			say("the kernel's random pool is not ready; seeding TLS anyway");
+	}
+	if (r != (long)sizeof seed)
+		return fail_server("unable to get random bytes for TLS: %s", strerror(errno));
+	br_ssl_engine_inject_entropy(&tls.sc.eng, seed, sizeof seed);
+	return 0;
+}
+
+static int tls_prepare(const struct nbd_config *cfg, int64_t deadline)
+{
+	if (!tls.loaded) {
+		if (!cfg->cacert[0])
+			return fail_usage("TLS needs the CA certificates to check the server: --cacert FILE");
+		if (load_pem(cfg->cacert, PEM_ANCHORS))
+			return -1;
+		tls.loaded = true;
+	}
+	tls_engine_setup();
+	if (tls_client_auth(cfg))
+		return -1;
+	tls_set_time();
+	if (tls_seed(deadline))
+		return -1;
+	memset(&tls.rx, 0, sizeof tls.rx);
+	memset(&tls.tx, 0, sizeof tls.tx);
+	const char *name = cfg->tlshostname[0] ? cfg->tlshostname
+			   : cfg->host[0]      ? cfg->host
+					       : "localhost";
+	tls.xw.iplen = inet_pton(AF_INET, name, tls.xw.ip) == 1    ? 4
+		   : inet_pton(AF_INET6, name, tls.xw.ip) == 1 ? 16
+							   : 0;
+	if (!br_ssl_client_reset(&tls.sc, tls.xw.iplen ? NULL : name, 0))
+		return fail_server("TLS engine failed to start (BearSSL error %d)",
+				   br_ssl_engine_last_error(&tls.sc.eng));
+	return 0;
+}
+
+/* -- errors --------------------------------------------------------------------- */
+
+static int tls_error(const struct nbd_config *cfg, int e)
+{
+	const char *name = cfg->tlshostname[0] ? cfg->tlshostname : cfg->host;
+	int alert = e & 0xff;
+	switch (e) {
+	case BR_ERR_X509_NOT_TRUSTED:
+		return fail_server("TLS: the server's certificate is not trusted: it is not signed by "
+				   "a CA in %s", cfg->cacert);
+	case BR_ERR_X509_BAD_SERVER_NAME:
+		return fail_server("TLS: the server's certificate does not match %s '%s' "
+				   "(use --tlshostname NAME)", tls.xw.iplen ? "the address" : "the name",
+				   name);
+	case BR_ERR_X509_EXPIRED:
+		return fail_server("TLS: the server's certificate has expired or is not yet valid");
+	case BR_ERR_IO:
+		return fail_server("TLS: the server closed the connection during the handshake");
+	case BR_ERR_UNSUPPORTED_VERSION:
+	case BR_ERR_BAD_VERSION:
+	case BR_ERR_BAD_LENGTH:
+	case BR_ERR_TOO_LARGE:
+		return fail_server("TLS: the server did not answer with TLS 1.2 records (BearSSL "
+				   "error %d)", e);
+	}
+	if (e >= BR_ERR_RECV_FATAL_ALERT && e < BR_ERR_SEND_FATAL_ALERT) {
+		if (alert == BR_ALERT_HANDSHAKE_FAILURE || alert == BR_ALERT_BAD_CERTIFICATE ||
+		    alert == TLS_ALERT_CERTIFICATE_REQUIRED || alert == BR_ALERT_ACCESS_DENIED ||
+		    alert == BR_ALERT_CERTIFICATE_UNKNOWN || alert == BR_ALERT_UNKNOWN_CA)
+			return fail_server("TLS: the server refused the handshake (alert %d)%s", alert,
+					   cfg->cert[0] ? ": it does not accept our client certificate"
+							: ": it may require a client certificate (--cert, --key)");
+		return fail_server("TLS: the server sent fatal alert %d", alert);
+	}
+	if (e >= BR_ERR_SEND_FATAL_ALERT)
+		return fail_server("TLS: we refused the server's handshake (alert %d)", alert);
+	if (e >= BR_ERR_X509_OK && e <= BR_ERR_X509_NOT_TRUSTED)
+		return fail_server("TLS: the server's certificate is invalid (BearSSL X.509 error %d)", e);
+	return fail_server("TLS: handshake failed (BearSSL error %d)", e);
+}
+
+/* -- driving the engine over the connection ------------------------------------- */
+
+/* The server hung up: say what most likely made it do so. */
+static int tls_lost(const char *what, const char *how)
+{
+	if (tls.cert_requested && tls.cfg->cert[0])
+		return fail_server("TLS: the server asked for our client certificate, then ended the "
+				   "handshake: it does not accept %s (%s: %s)", tls.cfg->cert, what, how);
+	if (tls.cert_requested)
+		return fail_server("TLS: the server requires a client certificate: give --cert and "
+				   "--key (%s: %s)", what, how);
+	/* A hang-up inside the handshake is the server refusing our TLS (versions,
+	 * suites, our certificate): not worth retrying.  After it, the server
+	 * turns us away like any other: retried, inside TLS again. */
+	if (!tls.handshake_done)
+		return fail_server("TLS: the server ended the handshake (%s); it may not speak TLS 1.2 "
+				   "with ECDHE and AES-GCM or ChaCha20-Poly1305", how);
+	return fail_retry("TLS connection lost (%s): %s", what, how);
+}
+
+/* Move records until the engine offers one of the states in want. */
+static int tls_run(struct nbd_conn *c, unsigned want, const char *what)
+{
+	br_ssl_engine_context *e = &tls.sc.eng;
+	for (;;) {
+		unsigned st = br_ssl_engine_current_state(e);
+		size_t len;
+		uint8_t *buf;
+		ssize_t r;
+		if (st & BR_SSL_CLOSED) {
+			int le = br_ssl_engine_last_error(e);
+			if (le != BR_ERR_OK)
+				return tls_error(tls.cfg, le);
+			return tls_lost(what, "closed the TLS session");
+		}
+		if (st & BR_SSL_SENDREC) {
+			buf = br_ssl_engine_sendrec_buf(e, &len);
+			r = send(c->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (r > 0)
+				br_ssl_engine_sendrec_ack(e, (size_t)r);
+			else if (errno != EAGAIN && errno != EINTR)
+				return tls_lost(what, strerror(errno));
+			else if (!(st & want) && wait_io(c, POLLOUT, what))
+				return -1;
+			if (r > 0 || !(st & want))
+				continue;
+		}
+		if (st & want)
+			return 0;
+		if (!(st & BR_SSL_RECVREC))
+			return fail_server("TLS engine stalled (%s)", what);
+		buf = br_ssl_engine_recvrec_buf(e, &len);
+		r = recv(c->fd, buf, len, MSG_DONTWAIT);
+		if (r > 0)
+			br_ssl_engine_recvrec_ack(e, (size_t)r);
+		else if (r == 0 || (errno != EAGAIN && errno != EINTR))
+			return tls_lost(what, r == 0 ? "closed the connection" : strerror(errno));
+		else if (wait_io(c, POLLIN, what))
+			return -1;
+	}
+}
+
+static int tls_read(struct nbd_conn *c, void *buf, size_t len, const char *what)
+{
+	br_ssl_engine_context *e = &tls.sc.eng;
+	while (len) {
+		size_t n;
+		uint8_t *app;
+		if (tls_run(c, BR_SSL_RECVAPP, what))
+			return -1;
+		app = br_ssl_engine_recvapp_buf(e, &n);
+		n = n < len ? n : len;
+		memcpy(buf, app, n);
+		br_ssl_engine_recvapp_ack(e, n);
+		buf = (uint8_t *)buf + n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int tls_write(struct nbd_conn *c, const void *buf, size_t len, const char *what)
+{
+	br_ssl_engine_context *e = &tls.sc.eng;
+	while (len) {
+		size_t n;
+		uint8_t *app;
+		if (tls_run(c, BR_SSL_SENDAPP, what))
+			return -1;
+		app = br_ssl_engine_sendapp_buf(e, &n);
+		n = n < len ? n : len;
+		memcpy(app, buf, n);
+		br_ssl_engine_sendapp_ack(e, n);
+		buf = (const uint8_t *)buf + n;
+		len -= n;
+	}
+	br_ssl_engine_flush(e, 0);
+	/* every record on the wire before we wait for an answer */
+	while (br_ssl_engine_current_state(e) & BR_SSL_SENDREC)
+		if (tls_run(c, BR_SSL_SENDAPP | BR_SSL_RECVAPP, what))
+			return -1;
+	return 0;
+}
+
+static const char *tls_suite_name(void)
+{
+	br_ssl_session_parameters sp;
+	br_ssl_engine_get_session_parameters(&tls.sc.eng, &sp);
+	switch (sp.cipher_suite) {
+	case BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: return "ECDHE-ECDSA-AES128-GCM-SHA256";
+	case BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: return "ECDHE-RSA-AES128-GCM-SHA256";
+	case BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: return "ECDHE-ECDSA-AES256-GCM-SHA384";
+	case BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384: return "ECDHE-RSA-AES256-GCM-SHA384";
+	case BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: return "ECDHE-ECDSA-CHACHA20-POLY1305";
+	case BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: return "ECDHE-RSA-CHACHA20-POLY1305";
+	}
+	return "unknown";
+}
+
+static int tls_handshake(struct nbd_conn *c, const struct nbd_config *cfg)
+{
+	tls.cfg = cfg;
+	if (tls_prepare(cfg, c->deadline_ms))
+		return -1;
+	c->tls_active = true;
+	tls.handshake_done = false;
+	if (tls_run(c, BR_SSL_SENDAPP, "TLS handshake"))
+		return -1;
+	tls.handshake_done = true;
+	trace("TLS handshake done (%s)", tls_suite_name());
+	if (!tls.rx.cipher || !tls.tx.cipher)
+		return fail_server("TLS: negotiated a cipher suite nbdboot did not offer");
+	return 0;
+}
+
+/* Say goodbye inside TLS (after NBD_CMD_DISC): close_notify, best effort. */
+static void tls_close(struct nbd_conn *c)
+{
+	br_ssl_engine_close(&tls.sc.eng);
+	for (int i = 0; i < NBD_TLS_CLOSE_SENDS &&
+			(br_ssl_engine_current_state(&tls.sc.eng) & BR_SSL_SENDREC); i++) {
+		size_t len;
+		uint8_t *buf = br_ssl_engine_sendrec_buf(&tls.sc.eng, &len);
+		ssize_t r = send(c->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (r <= 0)
+			break;
+		br_ssl_engine_sendrec_ack(&tls.sc.eng, (size_t)r);
+	}
+	c->tls_active = false;
+}
+
+/* -- handing the session to the kernel (kTLS) -------------------------------- */
+
+static size_t ktls_fill(struct ktls_info *ki, const struct ktls_dir *d, uint64_t seq)
+{
+	uint8_t *p = ki->rest;
+	memset(ki, 0, sizeof *ki);
+	ki->version = TLS_1_2_VERSION_NUM;
+	ki->cipher = (uint16_t)d->cipher;
+	if (d->cipher == TLS_CIPHER_CHACHA20_POLY1305) {
+		memcpy(p, d->iv, 12);
+		memcpy(p + 12, d->key, 32);
+		be64_put(p + 44, seq);
+		return 4 + 12 + 32 + 8;
+	}
+	be64_put(p, seq); /* explicit nonce: BearSSL uses the sequence number */
+	memcpy(p + 8, d->key, d->key_len);
+	memcpy(p + 8 + d->key_len, d->iv, 4);
+	be64_put(p + 8 + d->key_len + 4, seq);
+	return 4 + 8 + d->key_len + 4 + 8;
+}
+
+/* 0 when the kernel now does the records on fd; 1 when it cannot (no tls
+ * module, cipher unsupported) and nothing was changed that a proxy minds. */
+static int ktls_install(int fd)
+{
+	br_ssl_engine_context *e = &tls.sc.eng;
+	struct ktls_info ki;
+	size_t len;
+	bool chapol = tls.tx.cipher == TLS_CIPHER_CHACHA20_POLY1305;
+	uint64_t txseq = chapol ? e->out.chapol.seq : e->out.gcm.seq;
+	uint64_t rxseq = chapol ? e->in.chapol.seq : e->in.gcm.seq;
+	if (br_ssl_engine_current_state(e) & (BR_SSL_RECVAPP | BR_SSL_SENDREC))
+		return fail_server("TLS: data left inside the TLS engine at hand-over");
+	if (setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", 3) < 0)
+		return 1;
+	len = ktls_fill(&ki, &tls.tx, txseq);
+	if (setsockopt(fd, SOL_TLS, TLS_TX, &ki, (socklen_t)len) < 0)
+		return 1; /* the ULP alone leaves the socket a plain TCP socket */
+	len = ktls_fill(&ki, &tls.rx, rxseq);
+	if (setsockopt(fd, SOL_TLS, TLS_RX, &ki, (socklen_t)len) < 0)
+		return fail_kernel("kTLS accepted the send keys but not the receive keys: %s",
+				   strerror(errno));
+	return 0;
+}
+
+#else /* !NBDBOOT_TLS */
+
+static int tls_handshake(struct nbd_conn *c, const struct nbd_config *cfg)
+{
+	(void)c;
+	(void)cfg;
+	return fail_usage("this nbdboot was built without TLS (NBDBOOT_TLS=0)");
+}
+
+#endif
+
+/* ==== Wire I/O ==========================================================
+ * Whole-message reads and writes on the non-blocking socket, through the
+ * TLS engine once STARTTLS succeeded, each bounded by the connection's
+ * deadline.  Owns the send and receive buffers.
+ */
+
+static struct wire {
+	uint8_t rbuf[NBD_REPLY_MAX];                                      /* one reply */
+	uint8_t sbuf[4 + NBD_OPT_HDR_LEN + 4 + NBD_STRING_MAX + 2 + 2]; /* flags + one option */
+} wire;
 
 static int read_full(struct nbd_conn *c, void *buf, size_t len, const char *what)
 {
@@ -1356,11 +2222,12 @@ static int write_all(struct nbd_conn *c, const void *buf, size_t len, const char
 	return 0;
 }
 
-/* ==== Negotiation ===========================================================
+/* ==== Negotiation =======================================================
  * The handshake, one function per option exchange in wire order:
- * greeting, STARTTLS, GO/INFO, EXPORT_NAME, LIST, ABORT.  Every length
- * from the server is checked against a named bound before it is used.
- * Reusable for reconnects: it needs only a connected socket and the config.
+ * greeting, STARTTLS, GO, EXPORT_NAME, LIST, ABORT.  Every length from the
+ * server is checked against a named bound before it is used.  Then the
+ * retry loop that runs connect and negotiation under one deadline.  Calls
+ * Connection, Wire I/O and TLS.
  */
 
 static const char *opt_name(uint32_t opt)
@@ -1381,24 +2248,24 @@ static const char *opt_name(uint32_t opt)
 static int send_option(struct nbd_conn *c, uint32_t opt, const void *data, uint32_t len)
 {
 	size_t n = 0;
-	if (len > sizeof sbuf - 4 - NBD_OPT_HDR_LEN)
+	if (len > sizeof wire.sbuf - 4 - NBD_OPT_HDR_LEN)
 		return fail_usage("internal: option %s too long", opt_name(opt));
 	if (c->client_flags_pending) {
-		be32_put(sbuf, c->pending_client_flags);
+		be32_put(wire.sbuf, c->pending_client_flags);
 		n = 4;
 		c->client_flags_pending = false;
 	}
-	be64_put(sbuf + n, NBD_IHAVEOPT);
-	be32_put(sbuf + n + 8, opt);
-	be32_put(sbuf + n + 12, len);
+	be64_put(wire.sbuf + n, NBD_IHAVEOPT);
+	be32_put(wire.sbuf + n + 8, opt);
+	be32_put(wire.sbuf + n + 12, len);
 	if (len)
-		memmove(sbuf + n + NBD_OPT_HDR_LEN, data, len);
-	return write_all(c, sbuf, n + NBD_OPT_HDR_LEN + len, opt_name(opt));
+		memmove(wire.sbuf + n + NBD_OPT_HDR_LEN, data, len);
+	return write_all(c, wire.sbuf, n + NBD_OPT_HDR_LEN + len, opt_name(opt));
 }
 
 struct reply {
 	uint32_t type, len;
-	const uint8_t *data; /* points into rbuf */
+	const uint8_t *data; /* points into wire.rbuf */
 };
 
 static uint32_t reply_bound(uint32_t type)
@@ -1414,7 +2281,7 @@ static uint32_t reply_bound(uint32_t type)
 }
 
 /* Read one option reply: common checks first (magic, echoed option, length
- * bound for its type), then the payload into rbuf. */
+ * bound for its type), then the payload into wire.rbuf. */
 static int read_reply(struct nbd_conn *c, uint32_t opt, struct reply *r)
 {
 	uint8_t h[NBD_REP_HDR_LEN];
@@ -1428,11 +2295,11 @@ static int read_reply(struct nbd_conn *c, uint32_t opt, struct reply *r)
 				   be32_get(h + 8), opt_name(opt));
 	r->type = be32_get(h + 12);
 	r->len = be32_get(h + 16);
-	r->data = rbuf;
+	r->data = wire.rbuf;
 	if (r->len > reply_bound(r->type))
 		return fail_server("server sent a %u-byte reply (type 0x%x) to %s, more than the %u allowed",
 				   r->len, r->type, opt_name(opt), reply_bound(r->type));
-	return read_full(c, rbuf, r->len, opt_name(opt));
+	return read_full(c, wire.rbuf, r->len, opt_name(opt));
 }
 
 /* The server's own words, bounded and sanitised, as ": server says "..."". */
@@ -1544,6 +2411,26 @@ static int parse_info(const struct reply *r, struct nbd_export *ex, bool *have_e
 	return 0;
 }
 
+/* Leave option haggling politely; the server may close without a reply. */
+static void opt_abort(struct nbd_conn *c)
+{
+	struct reply r;
+	int64_t soon = nbd_now_ms() + NBD_ABORT_WAIT_MS;
+	if (c->deadline_ms > soon)
+		c->deadline_ms = soon;
+	if (send_option(c, NBD_OPT_ABORT, NULL, 0) == 0)
+		read_reply(c, NBD_OPT_ABORT, &r);
+}
+
+/* In transmission phase, the only polite goodbye is NBD_CMD_DISC. */
+static void cmd_disc(struct nbd_conn *c)
+{
+	uint8_t req[NBD_REQUEST_LEN] = { 0 };
+	be32_put(req, NBD_REQUEST_MAGIC);
+	be16_put(req + 6, NBD_CMD_DISC);
+	write_all(c, req, sizeof req, "disconnect");
+}
+
 /* NBD_OPT_LIST: each entry to fn, until the ACK.  0, or -1. */
 static int opt_list(struct nbd_conn *c, void (*fn)(const char *, const char *, void *), void *arg)
 {
@@ -1605,9 +2492,6 @@ static void refusal_or_unknown(struct nbd_conn *c, const char *name)
 }
 
 enum { GO_DONE = 0, GO_FAILED = -1, GO_UNSUPPORTED = 1 };
-
-static void opt_abort(struct nbd_conn *c);
-static void cmd_disc(struct nbd_conn *c);
 
 /* NBD_OPT_GO asking for block sizes; a refusal ends with ABORT. */
 static int opt_go(struct nbd_conn *c, uint32_t opt, const char *name, struct nbd_export *ex)
@@ -1672,26 +2556,6 @@ static int opt_export_name(struct nbd_conn *c, const char *name, struct nbd_expo
 	ex->flags = be16_get(rep + 8);
 	ex->how = c->fixed ? HS_FIXED_EXPORT_NAME : HS_NEWSTYLE;
 	return check_size(ex->size);
-}
-
-/* Leave option haggling politely; the server may close without a reply. */
-static void opt_abort(struct nbd_conn *c)
-{
-	struct reply r;
-	int64_t soon = nbd_now_ms() + 1000;
-	if (c->deadline_ms > soon)
-		c->deadline_ms = soon;
-	if (send_option(c, NBD_OPT_ABORT, NULL, 0) == 0)
-		read_reply(c, NBD_OPT_ABORT, &r);
-}
-
-/* In transmission phase, the only polite goodbye is NBD_CMD_DISC. */
-static void cmd_disc(struct nbd_conn *c)
-{
-	uint8_t req[NBD_REQUEST_LEN] = { 0 };
-	be32_put(req, NBD_REQUEST_MAGIC);
-	be16_put(req + 6, NBD_CMD_DISC);
-	write_all(c, req, sizeof req, "disconnect");
 }
 
 /* STARTTLS is the first option, after FIXED_NEWSTYLE only; never downgrade. */
@@ -1894,11 +2758,6 @@ static int with_retries(const struct nbd_config *cfg, int64_t deadline,
 	}
 }
 
-static int64_t deadline_after(unsigned seconds)
-{
-	return nbd_now_ms() + (int64_t)seconds * 1000;
-}
-
 struct open_args {
 	const struct nbd_config *cfg;
 	struct nbd_export *ex;
@@ -1917,1019 +2776,12 @@ int nbd_open(const struct nbd_config *cfg, int64_t deadline, struct nbd_export *
 	return with_retries(cfg, deadline, open_op, &a);
 }
 
-/* ==== TLS ===================================================================
- * BearSSL client for STARTTLS: trust anchors and client credentials loaded
- * from PEM files into static pools, TLS 1.2 with ECDHE and AEAD suites only
- * (all of which the kernel can take over), the engine driven over the
- * connection's non-blocking socket within its deadline.  Record-layer
- * vtables are wrapped to learn the keys the kernel needs for kTLS.
- * Called by negotiation (handshake, record I/O) and kernel attach (kTLS,
- * proxy).  No heap: everything lives in one static state.
+/* ==== Kernel ============================================================
+ * The kernel's nbd interfaces as tools: generic netlink messages and
+ * replies, the family lookup, device queries, the request size limit,
+ * disconnecting, and waiting for a device to be ready.  Every kernel error
+ * gets its own message.  Calls Connection (poll_until) and Errors.
  */
-#if NBDBOOT_TLS
-
-struct ktls_dir {
-	int cipher; /* TLS_CIPHER_*, 0 when unknown */
-	uint8_t key[32], iv[12];
-	size_t key_len;
-};
-
-static struct {
-	br_ssl_client_context sc;
-	br_x509_minimal_context xc;
-	br_x509_trust_anchor anchors[NBD_TLS_ANCHORS_MAX];
-	size_t nanchors;
-	uint8_t pool[NBD_TLS_POOL];
-	size_t pool_used;
-	br_x509_certificate chain[NBD_TLS_CHAIN_MAX];
-	size_t nchain;
-	br_skey_decoder_context skey;
-	uint8_t der[NBD_TLS_DER_MAX];
-	size_t der_len;
-	bool der_overflow;
-	struct ktls_dir rx, tx;
-	bool loaded;
-	uint8_t iobuf[BR_SSL_BUFSIZE_BIDI];
-} tls;
-
-static const uint16_t tls_suites[] = {
-	BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-	BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-	BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-	BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-};
-
-/* -- record-layer wrappers: see the keys as BearSSL installs them ---------- */
-
-static void capture(struct ktls_dir *d, int cipher, const void *key, size_t klen, const void *iv,
-		    size_t ivlen)
-{
-	d->cipher = cipher;
-	d->key_len = klen;
-	memcpy(d->key, key, klen);
-	memcpy(d->iv, iv, ivlen);
-}
-
-static void gcm_in_init(const br_sslrec_in_gcm_class **ctx, const br_block_ctr_class *bc,
-			const void *key, size_t klen, br_ghash gh, const void *iv)
-{
-	capture(&tls.rx, klen == 16 ? TLS_CIPHER_AES_GCM_128 : TLS_CIPHER_AES_GCM_256, key, klen, iv, 4);
-	br_sslrec_in_gcm_vtable.init(ctx, bc, key, klen, gh, iv);
-}
-
-static void gcm_out_init(const br_sslrec_out_gcm_class **ctx, const br_block_ctr_class *bc,
-			 const void *key, size_t klen, br_ghash gh, const void *iv)
-{
-	capture(&tls.tx, klen == 16 ? TLS_CIPHER_AES_GCM_128 : TLS_CIPHER_AES_GCM_256, key, klen, iv, 4);
-	br_sslrec_out_gcm_vtable.init(ctx, bc, key, klen, gh, iv);
-}
-
-static void chapol_in_init(const br_sslrec_in_chapol_class **ctx, br_chacha20_run ic,
-			   br_poly1305_run ip, const void *key, const void *iv)
-{
-	capture(&tls.rx, TLS_CIPHER_CHACHA20_POLY1305, key, 32, iv, 12);
-	br_sslrec_in_chapol_vtable.init(ctx, ic, ip, key, iv);
-}
-
-static void chapol_out_init(const br_sslrec_out_chapol_class **ctx, br_chacha20_run ic,
-			    br_poly1305_run ip, const void *key, const void *iv)
-{
-	capture(&tls.tx, TLS_CIPHER_CHACHA20_POLY1305, key, 32, iv, 12);
-	br_sslrec_out_chapol_vtable.init(ctx, ic, ip, key, iv);
-}
-
-static br_sslrec_in_gcm_class gcm_in_wrap;
-static br_sslrec_out_gcm_class gcm_out_wrap;
-static br_sslrec_in_chapol_class chapol_in_wrap;
-static br_sslrec_out_chapol_class chapol_out_wrap;
-
-/* -- PEM files into trust anchors, a chain, a key ------------------------- */
-
-static void der_append(void *ctx, const void *data, size_t len)
-{
-	(void)ctx;
-	if (tls.der_len + len > sizeof tls.der) {
-		tls.der_overflow = true;
-		return;
-	}
-	memcpy(tls.der + tls.der_len, data, len);
-	tls.der_len += len;
-}
-
-static void *pool_copy(const void *p, size_t len)
-{
-	uint8_t *dst;
-	if (tls.pool_used + len > sizeof tls.pool)
-		return NULL;
-	dst = tls.pool + tls.pool_used;
-	memcpy(dst, p, len);
-	tls.pool_used += len;
-	return dst;
-}
-
-static void dn_append(void *ctx, const void *data, size_t len)
-{
-	br_x500_name *dn = ctx;
-	if (dn->data && tls.pool_used + len <= sizeof tls.pool) {
-		memcpy(tls.pool + tls.pool_used, data, len);
-		tls.pool_used += len;
-		dn->len += len;
-	} else {
-		dn->data = NULL;
-	}
-}
-
-/* A CERTIFICATE from the CA file becomes a trust anchor (CA or pinned). */
-static int add_anchor(const char *file)
-{
-	static br_x509_decoder_context dc;
-	br_x509_trust_anchor *ta = &tls.anchors[tls.nanchors];
-	const br_x509_pkey *pk;
-	if (tls.nanchors == NBD_TLS_ANCHORS_MAX)
-		return fail_usage("%s has more than %d certificates", file, NBD_TLS_ANCHORS_MAX);
-	ta->dn.data = tls.pool + tls.pool_used;
-	ta->dn.len = 0;
-	br_x509_decoder_init(&dc, dn_append, &ta->dn);
-	br_x509_decoder_push(&dc, tls.der, tls.der_len);
-	pk = br_x509_decoder_get_pkey(&dc);
-	if (!pk || !ta->dn.data)
-		return fail_usage("%s: a certificate cannot be decoded (BearSSL error %d)", file,
-				  br_x509_decoder_last_error(&dc));
-	ta->flags = br_x509_decoder_isCA(&dc) ? BR_X509_TA_CA : 0;
-	ta->pkey.key_type = pk->key_type;
-	if (pk->key_type == BR_KEYTYPE_RSA) {
-		ta->pkey.key.rsa.n = pool_copy(pk->key.rsa.n, pk->key.rsa.nlen);
-		ta->pkey.key.rsa.nlen = pk->key.rsa.nlen;
-		ta->pkey.key.rsa.e = pool_copy(pk->key.rsa.e, pk->key.rsa.elen);
-		ta->pkey.key.rsa.elen = pk->key.rsa.elen;
-		if (!ta->pkey.key.rsa.n || !ta->pkey.key.rsa.e)
-			return fail_usage("%s: too many or too large certificates", file);
-	} else {
-		ta->pkey.key.ec.curve = pk->key.ec.curve;
-		ta->pkey.key.ec.q = pool_copy(pk->key.ec.q, pk->key.ec.qlen);
-		ta->pkey.key.ec.qlen = pk->key.ec.qlen;
-		if (!ta->pkey.key.ec.q)
-			return fail_usage("%s: too many or too large certificates", file);
-	}
-	tls.nanchors++;
-	return 0;
-}
-
-static int add_chain_cert(const char *file)
-{
-	uint8_t *p;
-	if (tls.nchain == NBD_TLS_CHAIN_MAX)
-		return fail_usage("%s has more than %d certificates", file, NBD_TLS_CHAIN_MAX);
-	p = pool_copy(tls.der, tls.der_len);
-	if (!p)
-		return fail_usage("%s: certificates too large", file);
-	tls.chain[tls.nchain].data = p;
-	tls.chain[tls.nchain++].data_len = tls.der_len;
-	return 0;
-}
-
-static int add_key(const char *file)
-{
-	br_skey_decoder_init(&tls.skey);
-	br_skey_decoder_push(&tls.skey, tls.der, tls.der_len);
-	if (br_skey_decoder_last_error(&tls.skey))
-		return fail_usage("%s: the private key cannot be decoded (BearSSL error %d)", file,
-				  br_skey_decoder_last_error(&tls.skey));
-	return 0;
-}
-
-enum pem_kind { PEM_ANCHORS, PEM_CHAIN, PEM_KEY };
-
-static int pem_object(const char *file, const char *name, enum pem_kind kind, int *count)
-{
-	bool cert = !strcmp(name, "CERTIFICATE") || !strcmp(name, "X509 CERTIFICATE");
-	bool key = !strcmp(name, "RSA PRIVATE KEY") || !strcmp(name, "EC PRIVATE KEY") ||
-		   !strcmp(name, "PRIVATE KEY");
-	if (tls.der_overflow)
-		return fail_usage("%s: a PEM object is larger than %d bytes", file, NBD_TLS_DER_MAX);
-	if (kind == PEM_KEY ? !key : !cert)
-		return 0; /* other objects in the file are not ours to use */
-	++*count;
-	if (kind == PEM_ANCHORS)
-		return add_anchor(file);
-	return kind == PEM_CHAIN ? add_chain_cert(file) : add_key(file);
-}
-
-/* Stream a PEM file through the decoder: no whole-file buffer. */
-static int load_pem(const char *file, enum pem_kind kind)
-{
-	static br_pem_decoder_context pc;
-	uint8_t buf[4096];
-	int fd = open(file, O_RDONLY | O_CLOEXEC), count = 0, r = 0;
-	ssize_t n;
-	if (fd < 0)
-		return fail_usage("unable to open %s: %s", file, strerror(errno));
-	br_pem_decoder_init(&pc);
-	for (bool eof = false; r == 0 && !eof;) {
-		n = read(fd, buf, sizeof buf);
-		if (n <= 0) { /* a last newline ends an unterminated END line */
-			eof = true;
-			buf[0] = '\n';
-			n = 1;
-		}
-		for (size_t off = 0; r == 0 && off < (size_t)n;) {
-			off += br_pem_decoder_push(&pc, buf + off, (size_t)n - off);
-			switch (br_pem_decoder_event(&pc)) {
-			case BR_PEM_BEGIN_OBJ:
-				tls.der_len = 0;
-				tls.der_overflow = false;
-				br_pem_decoder_setdest(&pc, der_append, NULL);
-				break;
-			case BR_PEM_END_OBJ:
-				r = pem_object(file, br_pem_decoder_name(&pc), kind, &count);
-				break;
-			case BR_PEM_ERROR:
-				r = fail_usage("%s is not a valid PEM file", file);
-				break;
-			}
-		}
-	}
-	close(fd);
-	if (r == 0 && count == 0)
-		r = fail_usage("%s has no %s", file, kind == PEM_KEY ? "private key" : "certificate");
-	return r;
-}
-
-/* -- IP-address hosts: BearSSL matches DNS names only, so for an address
- * literal no name goes to BearSSL (and no SNI, as RFC 6066 wants) and the
- * end-entity certificate must list the address in subjectAltName. ------- */
-
-static struct {
-	const br_x509_class *vtable;
-	uint8_t ip[16];
-	size_t iplen; /* 0: not an address, BearSSL checks the name */
-	unsigned cert_index;
-} xw;
-
-/* One DER element at *p: tag, value and length, all inside end. */
-static bool der_next(const uint8_t **p, const uint8_t *end, uint8_t *tag, const uint8_t **val,
-		     size_t *len)
-{
-	const uint8_t *q = *p;
-	uint8_t t;
-	size_t n;
-	if (end - q < 2)
-		return false;
-	t = *q++;
-	n = *q++;
-	if (n & 0x80) {
-		unsigned k = n & 0x7f;
-		if (k == 0 || k > 3 || (size_t)(end - q) < k)
-			return false;
-		for (n = 0; k--; q++)
-			n = n << 8 | *q;
-	}
-	if ((size_t)(end - q) < n)
-		return false;
-	*tag = t; /* outputs change only for a whole element */
-	*val = q;
-	*len = n;
-	*p = q + n;
-	return true;
-}
-
-#define DER_SEQUENCE   0x30
-#define DER_OID        0x06
-#define DER_OCTETS     0x04
-#define DER_EXTENSIONS 0xa3 /* tbsCertificate [3] EXPLICIT */
-#define DER_SAN_IP     0x87 /* GeneralName iPAddress [7] IMPLICIT */
-
-/* Enter the element at *p if it is tagged want: [*p, *end) becomes its value. */
-static bool der_enter(const uint8_t **p, const uint8_t **end, uint8_t want)
-{
-	const uint8_t *v;
-	uint8_t tag;
-	size_t len;
-	if (!der_next(p, *end, &tag, &v, &len) || tag != want)
-		return false;
-	*p = v;
-	*end = v + len;
-	return true;
-}
-
-/* The value of the first element in [p, end) tagged want. */
-static bool der_find(const uint8_t *p, const uint8_t *end, uint8_t want, const uint8_t **val,
-		     size_t *len)
-{
-	uint8_t tag;
-	while (der_next(&p, end, &tag, val, len))
-		if (tag == want)
-			return true;
-	return false;
-}
-
-/* The GeneralNames of a subjectAltName Extension (OID, [critical], OCTETS). */
-static bool der_san(const uint8_t *p, const uint8_t *end, const uint8_t **names,
-		    const uint8_t **names_end)
-{
-	static const uint8_t san_oid[] = { 0x55, 0x1d, 0x11 };
-	const uint8_t *oid, *v;
-	size_t olen, len;
-	uint8_t tag;
-	if (!der_next(&p, end, &tag, &oid, &olen) || tag != DER_OID || olen != sizeof san_oid ||
-	    memcmp(oid, san_oid, sizeof san_oid) || !der_find(p, end, DER_OCTETS, &v, &len))
-		return false;
-	*names = v;
-	*names_end = v + len;
-	return der_enter(names, names_end, DER_SEQUENCE);
-}
-
-/* Does the certificate in der list ip among its iPAddress SANs? */
-static bool cert_has_ip(const uint8_t *der, size_t dlen, const uint8_t *ip, size_t iplen)
-{
-	const uint8_t *p = der, *end = der + dlen, *v, *names, *names_end;
-	uint8_t tag;
-	size_t len;
-	if (!der_enter(&p, &end, DER_SEQUENCE) || !der_enter(&p, &end, DER_SEQUENCE) ||
-	    !der_find(p, end, DER_EXTENSIONS, &v, &len))
-		return false;
-	p = v;
-	end = v + len;
-	if (!der_enter(&p, &end, DER_SEQUENCE))
-		return false;
-	while (der_next(&p, end, &tag, &v, &len)) {
-		if (tag != DER_SEQUENCE || !der_san(v, v + len, &names, &names_end))
-			continue;
-		while (der_next(&names, names_end, &tag, &v, &len))
-			if (tag == DER_SAN_IP && len == iplen && !memcmp(v, ip, iplen))
-				return true;
-		return false;
-	}
-	return false;
-}
-
-bool nbd_cert_has_ip(const uint8_t *der, size_t len, const uint8_t *ip, size_t iplen)
-{
-	return cert_has_ip(der, len, ip, iplen);
-}
-
-static void xw_start_chain(const br_x509_class **ctx, const char *name)
-{
-	(void)ctx;
-	xw.cert_index = 0;
-	tls.xc.vtable->start_chain(&tls.xc.vtable, name);
-}
-
-static void xw_start_cert(const br_x509_class **ctx, uint32_t length)
-{
-	(void)ctx;
-	if (xw.cert_index == 0) {
-		tls.der_len = 0;
-		tls.der_overflow = false;
-	}
-	tls.xc.vtable->start_cert(&tls.xc.vtable, length);
-}
-
-static void xw_append(const br_x509_class **ctx, const unsigned char *buf, size_t len)
-{
-	(void)ctx;
-	if (xw.cert_index == 0)
-		der_append(NULL, buf, len);
-	tls.xc.vtable->append(&tls.xc.vtable, buf, len);
-}
-
-static void xw_end_cert(const br_x509_class **ctx)
-{
-	(void)ctx;
-	xw.cert_index++;
-	tls.xc.vtable->end_cert(&tls.xc.vtable);
-}
-
-static unsigned xw_end_chain(const br_x509_class **ctx)
-{
-	unsigned r = tls.xc.vtable->end_chain(&tls.xc.vtable);
-	(void)ctx;
-	if (r == 0 && xw.iplen &&
-	    (tls.der_overflow || !cert_has_ip(tls.der, tls.der_len, xw.ip, xw.iplen)))
-		return BR_ERR_X509_BAD_SERVER_NAME;
-	return r;
-}
-
-static const br_x509_pkey *xw_get_pkey(const br_x509_class *const *ctx, unsigned *usages)
-{
-	(void)ctx;
-	return tls.xc.vtable->get_pkey(&tls.xc.vtable, usages);
-}
-
-static const br_x509_class xw_vtable = {
-	sizeof xw, xw_start_chain, xw_start_cert, xw_append, xw_end_cert, xw_end_chain, xw_get_pkey,
-};
-
-/* -- a client-certificate "chooser" for when we have none: it only notes
- * that the server asked, so a refusal can say what is missing. ---------- */
-
-static bool cert_requested;
-
-static void nc_start_list(const br_ssl_client_certificate_class **p)
-{
-	(void)p;
-	cert_requested = true;
-}
-static void nc_start_name(const br_ssl_client_certificate_class **p, size_t len) { (void)p; (void)len; }
-static void nc_append(const br_ssl_client_certificate_class **p, const unsigned char *d, size_t len)
-{
-	(void)p;
-	(void)d;
-	(void)len;
-}
-static void nc_end(const br_ssl_client_certificate_class **p) { (void)p; }
-static void nc_choose(const br_ssl_client_certificate_class **p, const br_ssl_client_context *cc,
-		      uint32_t auth_types, br_ssl_client_certificate *choices)
-{
-	(void)p;
-	(void)cc;
-	(void)auth_types;
-	memset(choices, 0, sizeof *choices);
-}
-
-static const br_ssl_client_certificate_class nocert_vtable = {
-	sizeof(const br_ssl_client_certificate_class *), nc_start_list, nc_start_name, nc_append,
-	nc_end, nc_end, nc_choose, NULL, NULL,
-};
-static const br_ssl_client_certificate_class *nocert = &nocert_vtable;
-
-/* -- configuration of the engine -------------------------------------------- */
-
-static void tls_engine_setup(void)
-{
-	br_ssl_engine_context *e = &tls.sc.eng;
-	static const br_hash_class *const hashes[] = {
-		&br_sha1_vtable, &br_sha224_vtable, &br_sha256_vtable, &br_sha384_vtable,
-		&br_sha512_vtable,
-	};
-	br_ssl_client_zero(&tls.sc);
-	br_ssl_engine_set_versions(e, BR_TLS12, BR_TLS12);
-	br_ssl_engine_set_suites(e, tls_suites, sizeof tls_suites / sizeof tls_suites[0]);
-	br_x509_minimal_init(&tls.xc, &br_sha256_vtable, tls.anchors, tls.nanchors);
-	for (size_t i = 0; i < sizeof hashes / sizeof hashes[0]; i++) {
-		int id = (int)((hashes[i]->desc >> BR_HASHDESC_ID_OFF) & BR_HASHDESC_ID_MASK);
-		br_ssl_engine_set_hash(e, id, hashes[i]);
-		br_x509_minimal_set_hash(&tls.xc, id, hashes[i]);
-	}
-	br_x509_minimal_set_rsa(&tls.xc, &br_rsa_i31_pkcs1_vrfy);
-	br_x509_minimal_set_ecdsa(&tls.xc, br_ec_get_default(), br_ecdsa_vrfy_asn1_get_default());
-	xw.vtable = &xw_vtable;
-	br_ssl_engine_set_x509(e, &xw.vtable);
-	br_ssl_engine_set_prf_sha256(e, br_tls12_sha256_prf);
-	br_ssl_engine_set_prf_sha384(e, br_tls12_sha384_prf);
-	br_ssl_engine_set_default_ec(e);
-	br_ssl_engine_set_rsavrfy(e, &br_rsa_i31_pkcs1_vrfy);
-	br_ssl_engine_set_default_ecdsa(e);
-	br_ssl_engine_set_default_aes_gcm(e);
-	br_ssl_engine_set_default_chapol(e);
-	gcm_in_wrap = br_sslrec_in_gcm_vtable;
-	gcm_in_wrap.init = gcm_in_init;
-	gcm_out_wrap = br_sslrec_out_gcm_vtable;
-	gcm_out_wrap.init = gcm_out_init;
-	chapol_in_wrap = br_sslrec_in_chapol_vtable;
-	chapol_in_wrap.init = chapol_in_init;
-	chapol_out_wrap = br_sslrec_out_chapol_vtable;
-	chapol_out_wrap.init = chapol_out_init;
-	br_ssl_engine_set_gcm(e, &gcm_in_wrap, &gcm_out_wrap);
-	br_ssl_engine_set_chapol(e, &chapol_in_wrap, &chapol_out_wrap);
-	br_ssl_engine_set_buffer(e, tls.iobuf, sizeof tls.iobuf, 1);
-}
-
-static int tls_client_auth(const struct nbd_config *cfg)
-{
-	cert_requested = false;
-	if (!cfg->cert[0] && !cfg->key[0]) {
-		br_ssl_client_set_client_certificate(&tls.sc, &nocert);
-		return 0;
-	}
-	if (!cfg->cert[0] || !cfg->key[0])
-		return fail_usage("a client certificate needs both --cert and --key");
-	/* loaded once: every connection of a device presents the same chain */
-	if (!tls.nchain && (load_pem(cfg->cert, PEM_CHAIN) || load_pem(cfg->key, PEM_KEY)))
-		return -1;
-	if (br_skey_decoder_key_type(&tls.skey) == BR_KEYTYPE_RSA)
-		br_ssl_client_set_single_rsa(&tls.sc, tls.chain, tls.nchain,
-					     br_skey_decoder_get_rsa(&tls.skey),
-					     &br_rsa_i31_pkcs1_sign);
-	else
-		br_ssl_client_set_single_ec(&tls.sc, tls.chain, tls.nchain,
-					    br_skey_decoder_get_ec(&tls.skey), BR_KEYTYPE_SIGN,
-					    BR_KEYTYPE_EC, br_ec_get_default(),
-					    br_ecdsa_sign_asn1_get_default());
-	return 0;
-}
-
-/* Certificates are checked against the clock, unless the clock is
- * obviously wrong (before this binary was built): then the build time. */
-static void tls_set_time(void)
-{
-	static bool said;
-	time_t now = time(NULL);
-	if (now < (time_t)NBDBOOT_BUILD_TIME) {
-		if (!said)
-			say("the system clock is before this build; checking certificates "
-			    "against the build time instead");
-		said = true;
-		now = (time_t)NBDBOOT_BUILD_TIME;
-	}
-	br_x509_minimal_set_time(&tls.xc, (uint32_t)(now / 86400 + 719528),
-				 (uint32_t)(now % 86400));
-}
-
-/* Seed from getrandom: wait for the pool at most 10 s, then take what the
- * kernel has rather than hang the boot forever. */
-static int tls_seed(int64_t deadline)
-{
-	uint8_t seed[32];
-	long r = -1;
-	int64_t until = nbd_now_ms() + NBD_TLS_SEED_WAIT_MS;
-	if (until > deadline)
-		until = deadline;
-	for (;;) {
-		r = syscall(SYS_getrandom, seed, sizeof seed, GRND_NONBLOCK);
-		if (r == (long)sizeof seed || (r < 0 && errno != EAGAIN && errno != EINTR) ||
-		    nbd_now_ms() >= until)
-			break;
-		sleep_ms(NBD_TLS_SEED_STEP_MS);
-	}
-	if (r != (long)sizeof seed) {
-		r = syscall(SYS_getrandom, seed, sizeof seed, GRND_INSECURE);
-		if (r == (long)sizeof seed)
-			say("the kernel's random pool is not ready; seeding TLS anyway");
-	}
-	if (r != (long)sizeof seed)
-		return fail_server("unable to get random bytes for TLS: %s", strerror(errno));
-	br_ssl_engine_inject_entropy(&tls.sc.eng, seed, sizeof seed);
-	return 0;
-}
-
-static int tls_prepare(const struct nbd_config *cfg, int64_t deadline)
-{
-	if (!tls.loaded) {
-		if (!cfg->cacert[0])
-			return fail_usage("TLS needs the CA certificates to check the server: --cacert FILE");
-		if (load_pem(cfg->cacert, PEM_ANCHORS))
-			return -1;
-		tls.loaded = true;
-	}
-	tls_engine_setup();
-	if (tls_client_auth(cfg))
-		return -1;
-	tls_set_time();
-	if (tls_seed(deadline))
-		return -1;
-	memset(&tls.rx, 0, sizeof tls.rx);
-	memset(&tls.tx, 0, sizeof tls.tx);
-	const char *name = cfg->tlshostname[0] ? cfg->tlshostname
-			   : cfg->host[0]      ? cfg->host
-					       : "localhost";
-	xw.iplen = inet_pton(AF_INET, name, xw.ip) == 1    ? 4
-		   : inet_pton(AF_INET6, name, xw.ip) == 1 ? 16
-							   : 0;
-	if (!br_ssl_client_reset(&tls.sc, xw.iplen ? NULL : name, 0))
-		return fail_server("TLS engine failed to start (BearSSL error %d)",
-				   br_ssl_engine_last_error(&tls.sc.eng));
-	return 0;
-}
-
-/* -- errors --------------------------------------------------------------------- */
-
-static int tls_error(const struct nbd_config *cfg, int e)
-{
-	const char *name = cfg->tlshostname[0] ? cfg->tlshostname : cfg->host;
-	int alert = e & 0xff;
-	switch (e) {
-	case BR_ERR_X509_NOT_TRUSTED:
-		return fail_server("TLS: the server's certificate is not trusted: it is not signed by "
-				   "a CA in %s", cfg->cacert);
-	case BR_ERR_X509_BAD_SERVER_NAME:
-		return fail_server("TLS: the server's certificate does not match %s '%s' "
-				   "(use --tlshostname NAME)", xw.iplen ? "the address" : "the name",
-				   name);
-	case BR_ERR_X509_EXPIRED:
-		return fail_server("TLS: the server's certificate has expired or is not yet valid");
-	case BR_ERR_IO:
-		return fail_server("TLS: the server closed the connection during the handshake");
-	}
-	if (e >= BR_ERR_RECV_FATAL_ALERT && e < BR_ERR_SEND_FATAL_ALERT) {
-		if (alert == BR_ALERT_HANDSHAKE_FAILURE || alert == BR_ALERT_BAD_CERTIFICATE ||
-		    alert == 116 /* certificate_required */ || alert == BR_ALERT_ACCESS_DENIED ||
-		    alert == BR_ALERT_CERTIFICATE_UNKNOWN || alert == BR_ALERT_UNKNOWN_CA)
-			return fail_server("TLS: the server refused the handshake (alert %d)%s", alert,
-					   cfg->cert[0] ? ": it does not accept our client certificate"
-							: ": it may require a client certificate (--cert, --key)");
-		return fail_server("TLS: the server sent fatal alert %d", alert);
-	}
-	if (e >= BR_ERR_SEND_FATAL_ALERT)
-		return fail_server("TLS: we refused the server's handshake (alert %d)", alert);
-	if (e >= BR_ERR_X509_OK && e <= BR_ERR_X509_NOT_TRUSTED)
-		return fail_server("TLS: the server's certificate is invalid (BearSSL X.509 error %d)", e);
-	return fail_server("TLS: handshake failed (BearSSL error %d)", e);
-}
-
-/* -- driving the engine over the connection ------------------------------------- */
-
-static const struct nbd_config *tls_cfg; /* for messages */
-
-static bool handshake_done;
-
-/* The server hung up: say what most likely made it do so. */
-static int tls_lost(const char *what, const char *how)
-{
-	if (cert_requested)
-		return fail_server("TLS: the server requires a client certificate: give --cert and "
-				   "--key (%s: %s)", what, how);
-	/* A hang-up inside the handshake is the server refusing our TLS (versions,
-	 * suites, our certificate): not worth retrying.  After it, the server
-	 * turns us away like any other: retried, inside TLS again. */
-	if (!handshake_done)
-		return fail_server("TLS: the server ended the handshake (%s); it may not speak TLS 1.2 "
-				   "with ECDHE and AES-GCM or ChaCha20-Poly1305", how);
-	return fail_retry("TLS connection lost (%s): %s", what, how);
-}
-
-/* Move records until the engine offers one of the states in want. */
-static int tls_run(struct nbd_conn *c, unsigned want, const char *what)
-{
-	br_ssl_engine_context *e = &tls.sc.eng;
-	for (;;) {
-		unsigned st = br_ssl_engine_current_state(e);
-		size_t len;
-		uint8_t *buf;
-		ssize_t r;
-		if (st & BR_SSL_CLOSED) {
-			int le = br_ssl_engine_last_error(e);
-			if (le != BR_ERR_OK)
-				return tls_error(tls_cfg, le);
-			return tls_lost(what, "closed the TLS session");
-		}
-		if (st & BR_SSL_SENDREC) {
-			buf = br_ssl_engine_sendrec_buf(e, &len);
-			r = send(c->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-			if (r > 0)
-				br_ssl_engine_sendrec_ack(e, (size_t)r);
-			else if (errno != EAGAIN && errno != EINTR)
-				return tls_lost(what, strerror(errno));
-			else if (!(st & want) && wait_io(c, POLLOUT, what))
-				return -1;
-			if (r > 0 || !(st & want))
-				continue;
-		}
-		if (st & want)
-			return 0;
-		if (!(st & BR_SSL_RECVREC))
-			return fail_server("TLS engine stalled (%s)", what);
-		buf = br_ssl_engine_recvrec_buf(e, &len);
-		r = recv(c->fd, buf, len, MSG_DONTWAIT);
-		if (r > 0)
-			br_ssl_engine_recvrec_ack(e, (size_t)r);
-		else if (r == 0 || (errno != EAGAIN && errno != EINTR))
-			return tls_lost(what, r == 0 ? "closed the connection" : strerror(errno));
-		else if (wait_io(c, POLLIN, what))
-			return -1;
-	}
-}
-
-static int tls_read(struct nbd_conn *c, void *buf, size_t len, const char *what)
-{
-	br_ssl_engine_context *e = &tls.sc.eng;
-	while (len) {
-		size_t n;
-		uint8_t *app;
-		if (tls_run(c, BR_SSL_RECVAPP, what))
-			return -1;
-		app = br_ssl_engine_recvapp_buf(e, &n);
-		n = n < len ? n : len;
-		memcpy(buf, app, n);
-		br_ssl_engine_recvapp_ack(e, n);
-		buf = (uint8_t *)buf + n;
-		len -= n;
-	}
-	return 0;
-}
-
-static int tls_write(struct nbd_conn *c, const void *buf, size_t len, const char *what)
-{
-	br_ssl_engine_context *e = &tls.sc.eng;
-	while (len) {
-		size_t n;
-		uint8_t *app;
-		if (tls_run(c, BR_SSL_SENDAPP, what))
-			return -1;
-		app = br_ssl_engine_sendapp_buf(e, &n);
-		n = n < len ? n : len;
-		memcpy(app, buf, n);
-		br_ssl_engine_sendapp_ack(e, n);
-		buf = (const uint8_t *)buf + n;
-		len -= n;
-	}
-	br_ssl_engine_flush(e, 0);
-	/* every record on the wire before we wait for an answer */
-	while (br_ssl_engine_current_state(e) & BR_SSL_SENDREC)
-		if (tls_run(c, BR_SSL_SENDAPP | BR_SSL_RECVAPP, what))
-			return -1;
-	return 0;
-}
-
-static const char *tls_suite_name(void)
-{
-	br_ssl_session_parameters sp;
-	br_ssl_engine_get_session_parameters(&tls.sc.eng, &sp);
-	switch (sp.cipher_suite) {
-	case BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: return "ECDHE-ECDSA-AES128-GCM-SHA256";
-	case BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: return "ECDHE-RSA-AES128-GCM-SHA256";
-	case BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: return "ECDHE-ECDSA-AES256-GCM-SHA384";
-	case BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384: return "ECDHE-RSA-AES256-GCM-SHA384";
-	case BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: return "ECDHE-ECDSA-CHACHA20-POLY1305";
-	case BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: return "ECDHE-RSA-CHACHA20-POLY1305";
-	}
-	return "unknown";
-}
-
-static int tls_handshake(struct nbd_conn *c, const struct nbd_config *cfg)
-{
-	tls_cfg = cfg;
-	if (tls_prepare(cfg, c->deadline_ms))
-		return -1;
-	c->tls_active = true;
-	handshake_done = false;
-	if (tls_run(c, BR_SSL_SENDAPP, "TLS handshake"))
-		return -1;
-	handshake_done = true;
-	trace("TLS handshake done (%s)", tls_suite_name());
-	if (!tls.rx.cipher || !tls.tx.cipher)
-		return fail_server("TLS: negotiated a cipher suite nbdboot did not offer");
-	return 0;
-}
-
-/* Say goodbye inside TLS (after NBD_CMD_DISC): close_notify, best effort. */
-static void tls_close(struct nbd_conn *c)
-{
-	br_ssl_engine_close(&tls.sc.eng);
-	for (int i = 0; i < 8 && (br_ssl_engine_current_state(&tls.sc.eng) & BR_SSL_SENDREC); i++) {
-		size_t len;
-		uint8_t *buf = br_ssl_engine_sendrec_buf(&tls.sc.eng, &len);
-		ssize_t r = send(c->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (r <= 0)
-			break;
-		br_ssl_engine_sendrec_ack(&tls.sc.eng, (size_t)r);
-	}
-	c->tls_active = false;
-}
-
-/* -- handing the session to the kernel (kTLS) -------------------------------- */
-
-static size_t ktls_fill(struct ktls_info *ki, const struct ktls_dir *d, uint64_t seq)
-{
-	uint8_t *p = ki->rest;
-	memset(ki, 0, sizeof *ki);
-	ki->version = TLS_1_2_VERSION_NUM;
-	ki->cipher = (uint16_t)d->cipher;
-	if (d->cipher == TLS_CIPHER_CHACHA20_POLY1305) {
-		memcpy(p, d->iv, 12);
-		memcpy(p + 12, d->key, 32);
-		be64_put(p + 44, seq);
-		return 4 + 12 + 32 + 8;
-	}
-	be64_put(p, seq); /* explicit nonce: BearSSL uses the sequence number */
-	memcpy(p + 8, d->key, d->key_len);
-	memcpy(p + 8 + d->key_len, d->iv, 4);
-	be64_put(p + 8 + d->key_len + 4, seq);
-	return 4 + 8 + d->key_len + 4 + 8;
-}
-
-/* 0 when the kernel now does the records on fd; 1 when it cannot (no tls
- * module, cipher unsupported) and nothing was changed that a proxy minds. */
-static int ktls_install(int fd)
-{
-	br_ssl_engine_context *e = &tls.sc.eng;
-	struct ktls_info ki;
-	size_t len;
-	bool chapol = tls.tx.cipher == TLS_CIPHER_CHACHA20_POLY1305;
-	uint64_t txseq = chapol ? e->out.chapol.seq : e->out.gcm.seq;
-	uint64_t rxseq = chapol ? e->in.chapol.seq : e->in.gcm.seq;
-	if (br_ssl_engine_current_state(e) & (BR_SSL_RECVAPP | BR_SSL_SENDREC))
-		return fail_server("TLS: data left inside the TLS engine at hand-over");
-	if (setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", 3) < 0)
-		return 1;
-	len = ktls_fill(&ki, &tls.tx, txseq);
-	if (setsockopt(fd, SOL_TLS, TLS_TX, &ki, (socklen_t)len) < 0)
-		return 1; /* the ULP alone leaves the socket a plain TCP socket */
-	len = ktls_fill(&ki, &tls.rx, rxseq);
-	if (setsockopt(fd, SOL_TLS, TLS_RX, &ki, (socklen_t)len) < 0)
-		return fail_kernel("kTLS accepted the send keys but not the receive keys: %s",
-				   strerror(errno));
-	return 0;
-}
-
-/* -- the userspace proxy: kernel <-> socketpair <-> BearSSL <-> TCP -------- */
-
-static void become_resident(int keep_a, int keep_b, bool daemon);
-
-/* One transfer per pass (BearSSL's tools/sslio.c): poll events come from
- * the engine's state, flush after application data, and a hang-up or error
- * counts only on a side we wait to read from, so nothing is acted on twice.
- * While both sides are open the wait has no timeout: the kernel's request
- * timeout ends a dead local side, and TCP itself (keepalive when idle,
- * retransmission when not) ends a dead network.  Once the kernel lets go
- * (EOF or hang-up), what it sent last still goes out, then close_notify,
- * and the proxy waits at most NBD_PROXY_LINGER_MS for the server. */
-static void tls_proxy_loop(int net, int local)
-{
-	br_ssl_engine_context *e = &tls.sc.eng;
-	int64_t linger = 0; /* set once the kernel let go */
-	bool hup = false;   /* the kernel hung up: nobody to deliver to */
-	fcntl(net, F_SETFL, fcntl(net, F_GETFL) | O_NONBLOCK);
-	fcntl(local, F_SETFL, fcntl(local, F_GETFL) | O_NONBLOCK);
-	for (;;) {
-		unsigned st = br_ssl_engine_current_state(e);
-		bool read_local = (st & BR_SSL_SENDAPP) && local >= 0;
-		struct pollfd p[2] = {
-			{ .fd = net, .events = (short)((st & BR_SSL_SENDREC ? POLLOUT : 0) |
-						       (st & BR_SSL_RECVREC ? POLLIN : 0)) },
-			{ .fd = local, .events = (short)((st & BR_SSL_RECVAPP && !hup ? POLLOUT : 0) |
-							 (read_local ? POLLIN : 0)) },
-		};
-		int64_t left = linger ? linger - nbd_now_ms() : -1;
-		size_t len;
-		uint8_t *buf;
-		ssize_t r;
-		if ((st & BR_SSL_RECVAPP) && (hup || local < 0)) {
-			br_ssl_engine_recvapp_buf(e, &len);
-			br_ssl_engine_recvapp_ack(e, len);
-			continue;
-		}
-		if ((st & BR_SSL_CLOSED) || (linger && left <= 0) || !(p[0].events | p[1].events))
-			return;
-		if (local >= 0 && !p[1].events)
-			p[1].fd = -1; /* not now: a hang-up must not wake us for nothing */
-		r = poll(p, 2, left < 0 ? -1 : left > INT_MAX ? INT_MAX : (int)left);
-		if (r < 0 && errno != EINTR)
-			return;
-		if (r <= 0)
-			continue;
-		if (p[0].revents & POLLOUT) {
-			buf = br_ssl_engine_sendrec_buf(e, &len);
-			if ((r = send(net, buf, len, MSG_NOSIGNAL)) > 0)
-				br_ssl_engine_sendrec_ack(e, (size_t)r);
-			else if (errno != EAGAIN && errno != EINTR)
-				return;
-		} else if (p[1].revents & POLLOUT) {
-			buf = br_ssl_engine_recvapp_buf(e, &len);
-			if ((r = send(local, buf, len, MSG_NOSIGNAL)) > 0)
-				br_ssl_engine_recvapp_ack(e, (size_t)r);
-			else if (errno != EAGAIN && errno != EINTR)
-				hup = true;
-		} else if ((p[0].events & POLLIN) && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-			buf = br_ssl_engine_recvrec_buf(e, &len);
-			if ((r = recv(net, buf, len, 0)) > 0)
-				br_ssl_engine_recvrec_ack(e, (size_t)r);
-			else if (r == 0 || (errno != EAGAIN && errno != EINTR))
-				return; /* the server is gone: the kernel sees the pair close */
-		} else if (read_local && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
-			buf = br_ssl_engine_sendapp_buf(e, &len);
-			if ((r = recv(local, buf, len, 0)) > 0) {
-				br_ssl_engine_sendapp_ack(e, (size_t)r);
-				br_ssl_engine_flush(e, 0);
-			} else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
-				local = -1; /* the kernel let go: close_notify, then leave */
-				br_ssl_engine_close(e);
-				linger = nbd_now_ms() + NBD_PROXY_LINGER_MS;
-			}
-		} else if (p[1].revents & (POLLHUP | POLLERR)) {
-			hup = true; /* what it sent is read once the engine takes data */
-		}
-		if (hup && !linger)
-			linger = nbd_now_ms() + NBD_PROXY_LINGER_MS;
-	}
-}
-
-/* Fork the resident proxy for this connection; returns the kernel's end. */
-static int tls_proxy_start(int net)
-{
-	int sv[2];
-	pid_t pid;
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-		return fail_kernel("unable to create the TLS proxy's socket pair: %s", strerror(errno));
-	pid = fork();
-	if (pid < 0) {
-		close(sv[0]);
-		close(sv[1]);
-		return fail_kernel("unable to fork the TLS proxy: %s", strerror(errno));
-	}
-	if (pid == 0) {
-		close(sv[0]);
-		/* what the handshake needed is dead weight in a resident process */
-		madvise(tls.pool, sizeof tls.pool, MADV_DONTNEED);
-		madvise(tls.der, sizeof tls.der, MADV_DONTNEED);
-		become_resident(net, sv[1], true);
-		tls_proxy_loop(net, sv[1]);
-		_exit(0);
-	}
-	close(sv[1]);
-	return sv[0];
-}
-
-/* After negotiation: the kernel takes the records (kTLS), or a proxy does.
- * Returns the fd to give the kernel; closes net when a proxy owns it. */
-static int tls_handover(int net, const struct nbd_config *cfg, bool *proxied)
-{
-	int r = cfg->tls_proxy ? 1 : ktls_install(net);
-	int local;
-	*proxied = false;
-	if (r <= 0)
-		return r < 0 ? -1 : net;
-	local = tls_proxy_start(net);
-	if (local < 0)
-		return -1;
-	close(net);
-	*proxied = true;
-	return local;
-}
-
-#else /* !NBDBOOT_TLS */
-
-static int tls_handshake(struct nbd_conn *c, const struct nbd_config *cfg)
-{
-	(void)c;
-	(void)cfg;
-	return fail_usage("this nbdboot was built without TLS (NBDBOOT_TLS=0)");
-}
-#endif
-
-/* ==== Kernel attach ==========================================================
- * Hands negotiated sockets to the kernel's nbd driver: generic netlink first
- * (no process stays behind), the ioctls with a resident NBD_DO_IT holder as
- * fallback.  Then waits, bounded, for the size and the partition scan.
- * Calls the connection and negotiation sections through nbd_open().
- */
-
-static char **main_argv; /* for the '@' mark of resident processes */
-
-struct attach {
-	const struct nbd_config *cfg;
-	struct nbd_export ex;
-	int fds[NBD_CONNS_MAX];
-	unsigned nfds;
-	uint32_t block_size;
-	uint64_t size;
-	int index; /* nbdN, or -1 to let the kernel choose (netlink) */
-	bool proxied; /* TLS through the userspace proxy rather than kTLS */
-};
-
-/* N of a /dev/nbdN that set_device() accepted. */
-static int device_index(const char *dev)
-{
-	uint64_t v;
-	scan_decimal(dev + strlen("/dev/nbd"), &v);
-	return (int)v;
-}
-
-/* The server's maximum payload, which binds every request once
- * NBD_INFO_BLOCK_SIZE was asked for, in the KiB of the queue's
- * max_sectors_kb; 0 when the server sets no maximum. */
-static uint32_t request_limit_kb(const struct nbd_export *ex)
-{
-	if (!ex->has_block_sizes || ex->max_block == NBD_BLOCK_MAX_ANY)
-		return 0;
-	return ex->max_block / 1024;
-}
-
-/* The kernel refuses a max_sectors_kb below one page. */
-static uint32_t queue_min_kb(void)
-{
-	long page = sysconf(_SC_PAGESIZE);
-	return page > 1024 ? (uint32_t)(page / 1024) : 1;
-}
-
-/* Default 512 (partition tables of 512-byte-sector images), raised to the
- * server's minimum; an explicit -b must satisfy the server. */
-static int choose_block_size(struct attach *a)
-{
-	const struct nbd_export *ex = &a->ex;
-	uint32_t bs = a->cfg->block_size ? a->cfg->block_size : NBD_DEFAULT_BLOCK;
-	if (ex->has_block_sizes && ex->min_block > NBD_KERNEL_BLOCK_MAX)
-		return fail_server("server's minimum block size %u is more than the kernel's %u",
-				   ex->min_block, NBD_KERNEL_BLOCK_MAX);
-	if (ex->has_block_sizes && bs < ex->min_block) {
-		if (a->cfg->block_size)
-			return fail_usage("block size %u is below the server's minimum %u: use -b %u",
-					  bs, ex->min_block, ex->min_block);
-		bs = ex->min_block;
-	}
-	if (ex->has_block_sizes && ex->max_block != NBD_BLOCK_MAX_ANY && bs > ex->max_block)
-		return fail_usage("block size %u is above the server's maximum %u", bs, ex->max_block);
-	if (request_limit_kb(ex) && request_limit_kb(ex) < queue_min_kb())
-		return fail_server("the server takes requests of at most %u bytes, and Linux's nbd "
-				   "driver cannot keep its requests below %u KiB", ex->max_block,
-				   queue_min_kb());
-	a->block_size = bs;
-	a->size = a->cfg->size_override ? a->cfg->size_override : ex->size;
-	if (a->size < bs)
-		return fail_server("export is empty or smaller than one block (%llu bytes)",
-				   (unsigned long long)a->size);
-	return 0;
-}
 
 /* -- generic netlink ----------------------------------------------------------
  * Messages are built through helpers that know the buffer's end (an append
@@ -3124,6 +2976,405 @@ static int kernel_error(int e, const char *dev, const char *what)
 	return fail_kernel("unable to %s %s: %s", what, dev, strerror(e));
 }
 
+/* N of a /dev/nbdN that set_device() accepted. */
+static int device_index(const char *dev)
+{
+	uint64_t v;
+	scan_decimal(dev + strlen("/dev/nbd"), &v);
+	return (int)v;
+}
+
+/* -- readiness -------------------------------------------------------------- */
+
+static uint64_t device_size(const char *dev)
+{
+	uint64_t size = 0;
+	int fd = open(dev, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return 0;
+	if (ioctl(fd, BLKGETSIZE64, &size) < 0)
+		size = 0;
+	close(fd);
+	return size;
+}
+
+/* Connected already, through either interface: the kernel shows a pid, or
+ * the device has a size. */
+static bool device_in_use(const char *dev)
+{
+	char path[96];
+	fmt(path, sizeof path, "/sys/block/%s/pid", dev + 5);
+	return access(path, F_OK) == 0 || device_size(dev) > 0;
+}
+
+static int detach_netlink(int index)
+{
+	int64_t deadline = nbd_now_ms() + NBD_KERNEL_WAIT_MS;
+	uint16_t family;
+	struct nlmsg m;
+	int r, fd = nl_open(deadline, &family);
+	if (fd < 0)
+		return -errno;
+	nl_start(&m, family, NBD_CMD_DISCONNECT);
+	nl_u32(&m, NBD_ATTR_INDEX, (uint32_t)index);
+	r = nl_talk(fd, &m, deadline, 0, NULL);
+	close(fd);
+	return r;
+}
+
+static int detach_ioctl(const char *dev)
+{
+	int nbd = open(dev, O_RDWR | O_CLOEXEC);
+	if (nbd < 0)
+		return kernel_error(errno, dev, "open");
+	if (ioctl(nbd, NBD_DISCONNECT) < 0) {
+		int e = errno;
+		close(nbd);
+		return kernel_error(e, dev, "disconnect");
+	}
+	ioctl(nbd, NBD_CLEAR_SOCK);
+	close(nbd);
+	return 0;
+}
+
+static int detach(const char *dev)
+{
+	return detach_netlink(device_index(dev)) == 0 ? 0 : detach_ioctl(dev);
+}
+
+/* The server's maximum payload, which binds every request once
+ * NBD_INFO_BLOCK_SIZE was asked for, in the KiB of the queue's
+ * max_sectors_kb; 0 when the server sets no maximum. */
+static uint32_t request_limit_kb(const struct nbd_export *ex)
+{
+	if (!ex->has_block_sizes || ex->max_block == NBD_BLOCK_MAX_ANY)
+		return 0;
+	return ex->max_block / 1024;
+}
+
+/* The kernel refuses a max_sectors_kb below one page. */
+static uint32_t queue_min_kb(void)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	return page > 1024 ? (uint32_t)(page / 1024) : 1;
+}
+
+/* Keep the kernel's requests within the server's maximum: lower the queue's
+ * max_sectors_kb (the kernel's default allows 128 KiB, and up to 32 MiB
+ * when raised).  0 when done or not needed, 1 when the queue does not
+ * exist yet (netlink creates devices), -1 on failure. */
+static int limit_requests(const struct nbd_export *ex, const char *dev)
+{
+	char path[96], cur[24] = "";
+	uint32_t kb = request_limit_kb(ex);
+	uint64_t now = 0;
+	int fd, e;
+	ssize_t n;
+	if (!kb)
+		return 0;
+	fmt(path, sizeof path, "/sys/block/%s/queue/max_sectors_kb", dev + 5);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT && access("/sys/block", F_OK) == 0)
+		return 1;
+	if (fd < 0)
+		return fail_kernel("unable to keep %s's requests within the server's maximum of %u "
+				   "bytes: %s: %s", dev, ex->max_block, path, strerror(errno));
+	n = read(fd, cur, sizeof cur - 1);
+	cur[n > 0 ? n : 0] = 0;
+	cur[strcspn(cur, "\n")] = 0;
+	if (scan_decimal(cur, &now) && now <= kb) {
+		close(fd);
+		return 0;
+	}
+	fmt(cur, sizeof cur, "%u", kb);
+	e = write_whole(fd, cur, strlen(cur));
+	close(fd);
+	if (e)
+		return fail_kernel("unable to keep %s's requests within the server's maximum of %u "
+				   "bytes: writing %s to %s: %s", dev, ex->max_block, cur, path,
+				   strerror(e));
+	trace("requests limited to %u KiB", kb);
+	return 0;
+}
+
+/* Until the device has its size and, when root is a partition, until that
+ * partition's node exists; opening the device runs the partition scan. */
+static int wait_ready(const char *dev, const char *root, pid_t holder)
+{
+	int64_t deadline = nbd_now_ms() + NBD_READY_WAIT_MS, sized_at = 0;
+	bool rescanned = false;
+	for (;;) {
+		if (holder > 0 && waitpid(holder, NULL, WNOHANG) == holder)
+			return fail_kernel("the process holding %s exited before the device was ready "
+					   "(see dmesg)", dev);
+		/* Opening a sized device runs the kernel's pending partition scan. */
+		if (!sized_at && device_size(dev) > 0)
+			sized_at = nbd_now_ms();
+		if (sized_at && (!strcmp(root, dev) || access(root, F_OK) == 0))
+			return 0;
+		if (sized_at && !rescanned && nbd_now_ms() - sized_at > NBD_RESCAN_AFTER_MS) {
+			int fd = open(dev, O_RDONLY | O_CLOEXEC); /* kernels that scan only when asked */
+			if (fd >= 0) {
+				ioctl(fd, BLKRRPART);
+				close(fd);
+			}
+			rescanned = true;
+		}
+		if (nbd_now_ms() > deadline) {
+			if (sized_at)
+				return fail_kernel("%s has no partition %s after %d s: check the image's "
+						   "partition table", dev, root, NBD_READY_WAIT_MS / 1000);
+			return fail_kernel("%s did not come up within %d s", dev, NBD_READY_WAIT_MS / 1000);
+		}
+		sleep_ms(NBD_READY_POLL_MS); /* the holder starts within milliseconds */
+	}
+}
+
+static int run_check(const struct nbd_config *cfg)
+{
+	char path[96], pid[32] = "";
+	int fd;
+	ssize_t n;
+	fmt(path, sizeof path, "/sys/block/%s/pid", cfg->device + 5);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && access("/sys/block", F_OK))
+		return fail_kernel("cannot check %s: /sys is not mounted", cfg->device);
+	if (fd < 0 || device_size(cfg->device) == 0) {
+		if (fd >= 0)
+			close(fd);
+		return fail_server("%s is not connected", cfg->device);
+	}
+	n = read(fd, pid, sizeof pid - 1);
+	close(fd);
+	pid[n > 0 ? n : 0] = 0;
+	out("%s", pid);
+	return 0;
+}
+
+/* ==== Resident process ==================================================
+ * What stays behind after the boot (the NBD_DO_IT holder in ioctl mode,
+ * the TLS proxy) must survive switch_root and systemd's killing spree: '@'
+ * in argv[0], every catchable signal blocked, memory locked, the OOM killer
+ * told to look elsewhere, and no file of the initramfs held open.  No
+ * process in NBD_DO_IT survives systemd-shutdown's SIGSTOP, which cannot be
+ * blocked: only netlink mode has no such process.  Calls TLS (the proxy).
+ */
+
+static struct resident {
+	char **argv; /* main's, for the '@' mark */
+} resident;
+
+static void become_resident(int keep_a, int keep_b, bool daemon)
+{
+	sigset_t all;
+	int fd;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, NULL); /* any signal would end NBD_DO_IT */
+	if (resident.argv && resident.argv[0] && resident.argv[0][0])
+		resident.argv[0][0] = '@';
+	/* lock what is touched, not every mapped page: resident size stays small */
+	mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT);
+	fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (write(fd, NBD_OOM_SCORE_ADJ, strlen(NBD_OOM_SCORE_ADJ)) < 0) {
+			/* not fatal: a less protected holder still works */
+		}
+		close(fd);
+	}
+	if (!daemon)
+		return;
+	if (chdir("/") < 0) {
+		/* "/" always exists */
+	}
+	setsid();
+	for (fd = 0; fd < NBD_FDS_CLOSED; fd++)
+		if (fd != keep_a && fd != keep_b)
+			close(fd);
+}
+
+/* The ioctl-mode holder: the kernel serves the device while this task is
+ * inside NBD_DO_IT, which returns when the device is disconnected (or, the
+ * driver's choice, when any signal reaches the task, SIGSTOP included). */
+__attribute__((noreturn))
+static void hold_device(int nbd, bool daemon)
+{
+	become_resident(nbd, -1, daemon);
+	ioctl(nbd, NBD_DO_IT);
+	ioctl(nbd, NBD_CLEAR_QUE);
+	ioctl(nbd, NBD_CLEAR_SOCK);
+	_exit(0);
+}
+
+#if NBDBOOT_TLS
+
+/* One transfer per pass (BearSSL's tools/sslio.c): poll events come from
+ * the engine's state, flush after application data, and a hang-up or error
+ * counts only on a side we wait to read from, so nothing is acted on twice.
+ * While both sides are open the wait has no timeout: the kernel's request
+ * timeout ends a dead local side, and TCP itself (keepalive when idle,
+ * retransmission when not) ends a dead network.  Once the kernel lets go
+ * (EOF or hang-up), what it sent last still goes out, then close_notify,
+ * and the proxy waits at most NBD_PROXY_LINGER_MS for the server. */
+struct proxy {
+	int net, local;   /* local: -1 once the kernel let go */
+	bool hup;         /* the kernel hung up: nobody to deliver to */
+	int64_t linger;   /* 0, or when to give up on the server */
+};
+
+/* The one transfer poll allowed; false when the proxy is done. */
+static bool proxy_move(struct proxy *x, const struct pollfd *p)
+{
+	br_ssl_engine_context *e = &tls.sc.eng;
+	size_t len;
+	uint8_t *buf;
+	ssize_t r;
+	if (p[0].revents & POLLOUT) {
+		buf = br_ssl_engine_sendrec_buf(e, &len);
+		if ((r = send(x->net, buf, len, MSG_NOSIGNAL)) > 0)
+			br_ssl_engine_sendrec_ack(e, (size_t)r);
+		else if (errno != EAGAIN && errno != EINTR)
+			return false;
+	} else if (p[1].revents & POLLOUT) {
+		buf = br_ssl_engine_recvapp_buf(e, &len);
+		if ((r = send(x->local, buf, len, MSG_NOSIGNAL)) > 0)
+			br_ssl_engine_recvapp_ack(e, (size_t)r);
+		else if (errno != EAGAIN && errno != EINTR)
+			x->hup = true;
+	} else if ((p[0].events & POLLIN) && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+		buf = br_ssl_engine_recvrec_buf(e, &len);
+		if ((r = recv(x->net, buf, len, 0)) > 0)
+			br_ssl_engine_recvrec_ack(e, (size_t)r);
+		else if (r == 0 || (errno != EAGAIN && errno != EINTR))
+			return false; /* the server is gone: the kernel sees the pair close */
+	} else if ((p[1].events & POLLIN) && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+		buf = br_ssl_engine_sendapp_buf(e, &len);
+		if ((r = recv(x->local, buf, len, 0)) > 0) {
+			br_ssl_engine_sendapp_ack(e, (size_t)r);
+			br_ssl_engine_flush(e, 0);
+		} else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+			x->local = -1; /* the kernel let go: close_notify, then leave */
+			br_ssl_engine_close(e);
+			x->linger = nbd_now_ms() + NBD_PROXY_LINGER_MS;
+		}
+	} else if (p[1].revents & (POLLHUP | POLLERR)) {
+		x->hup = true; /* what it sent is read once the engine takes data */
+	}
+	if (x->hup && !x->linger)
+		x->linger = nbd_now_ms() + NBD_PROXY_LINGER_MS;
+	return true;
+}
+
+static void tls_proxy_loop(int net, int local)
+{
+	br_ssl_engine_context *e = &tls.sc.eng;
+	struct proxy x = { .net = net, .local = local };
+	fcntl(net, F_SETFL, fcntl(net, F_GETFL) | O_NONBLOCK);
+	fcntl(local, F_SETFL, fcntl(local, F_GETFL) | O_NONBLOCK);
+	for (;;) {
+		unsigned st = br_ssl_engine_current_state(e);
+		struct pollfd p[2] = {
+			{ .fd = net, .events = (short)((st & BR_SSL_SENDREC ? POLLOUT : 0) |
+						       (st & BR_SSL_RECVREC ? POLLIN : 0)) },
+			{ .fd = x.local, .events = (short)((st & BR_SSL_RECVAPP && !x.hup ? POLLOUT : 0) |
+							   (st & BR_SSL_SENDAPP ? POLLIN : 0)) },
+		};
+		int64_t left = x.linger ? x.linger - nbd_now_ms() : -1;
+		size_t len;
+		int r;
+		if ((st & BR_SSL_RECVAPP) && (x.hup || x.local < 0)) {
+			br_ssl_engine_recvapp_buf(e, &len);
+			br_ssl_engine_recvapp_ack(e, len);
+			continue;
+		}
+		if (x.local < 0 || !p[1].events)
+			p[1] = (struct pollfd){ .fd = -1 }; /* a hang-up must not wake us for nothing */
+		if ((st & BR_SSL_CLOSED) || (x.linger && left <= 0) || !(p[0].events | p[1].events))
+			return;
+		r = poll(p, 2, left < 0 ? -1 : left > INT_MAX ? INT_MAX : (int)left);
+		if (r < 0 && errno != EINTR)
+			return;
+		if (r > 0 && !proxy_move(&x, p))
+			return;
+	}
+}
+
+/* Fork the resident proxy for this connection; returns the kernel's end. */
+static int tls_proxy_start(int net)
+{
+	int sv[2];
+	pid_t pid;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return fail_kernel("unable to create the TLS proxy's socket pair: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0) {
+		close(sv[0]);
+		close(sv[1]);
+		return fail_kernel("unable to fork the TLS proxy: %s", strerror(errno));
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		/* what the handshake needed is dead weight in a resident process */
+		madvise(tls.pool, sizeof tls.pool, MADV_DONTNEED);
+		madvise(tls.der, sizeof tls.der, MADV_DONTNEED);
+		become_resident(net, sv[1], true);
+		tls_proxy_loop(net, sv[1]);
+		_exit(0);
+	}
+	close(sv[1]);
+	return sv[0];
+}
+
+#endif
+
+/* ==== Attach ============================================================
+ * Hands negotiated sockets to the kernel's nbd driver: generic netlink
+ * first (no process stays behind), the ioctls with a resident NBD_DO_IT
+ * holder where netlink is missing or asked against.  Then waits, bounded,
+ * for the size and the partition scan, and never leaves a half-attached
+ * device.  Calls everything above.
+ */
+
+struct attach {
+	const struct nbd_config *cfg;
+	struct nbd_export ex;
+	int fds[NBD_CONNS_MAX];
+	unsigned nfds;
+	uint32_t block_size;
+	uint64_t size;
+	int index; /* nbdN, or -1 to let the kernel choose (netlink) */
+	bool proxied; /* TLS through the userspace proxy rather than kTLS */
+	bool ioctl;   /* attached with the ioctls (and a holder), not netlink */
+};
+
+/* Default 512 (partition tables of 512-byte-sector images), raised to the
+ * server's minimum; an explicit -b must satisfy the server. */
+static int choose_block_size(struct attach *a)
+{
+	const struct nbd_export *ex = &a->ex;
+	uint32_t bs = a->cfg->block_size ? a->cfg->block_size : NBD_DEFAULT_BLOCK;
+	if (ex->has_block_sizes && ex->min_block > NBD_KERNEL_BLOCK_MAX)
+		return fail_server("server's minimum block size %u is more than the kernel's %u",
+				   ex->min_block, NBD_KERNEL_BLOCK_MAX);
+	if (ex->has_block_sizes && bs < ex->min_block) {
+		if (a->cfg->block_size)
+			return fail_usage("block size %u is below the server's minimum %u: use -b %u",
+					  bs, ex->min_block, ex->min_block);
+		bs = ex->min_block;
+	}
+	if (ex->has_block_sizes && ex->max_block != NBD_BLOCK_MAX_ANY && bs > ex->max_block)
+		return fail_usage("block size %u is above the server's maximum %u", bs, ex->max_block);
+	if (request_limit_kb(ex) && request_limit_kb(ex) < queue_min_kb())
+		return fail_server("the server takes requests of at most %u bytes, and Linux's nbd "
+				   "driver cannot keep its requests below %u KiB", ex->max_block,
+				   queue_min_kb());
+	a->block_size = bs;
+	a->size = a->cfg->size_override ? a->cfg->size_override : ex->size;
+	if (a->size < bs)
+		return fail_server("export is empty or smaller than one block (%llu bytes)",
+				   (unsigned long long)a->size);
+	return 0;
+}
+
 /* NBD_CMD_CONNECT for a, into m. */
 static void nl_connect_msg(struct nlmsg *m, const struct attach *a, uint16_t family)
 {
@@ -3171,36 +3422,6 @@ static int attach_netlink(struct attach *a, int asked, int64_t deadline, char *d
 	return 0;
 }
 
-static int detach_netlink(int index)
-{
-	int64_t deadline = nbd_now_ms() + NBD_KERNEL_WAIT_MS;
-	uint16_t family;
-	struct nlmsg m;
-	int r, fd = nl_open(deadline, &family);
-	if (fd < 0)
-		return -errno;
-	nl_start(&m, family, NBD_CMD_DISCONNECT);
-	nl_u32(&m, NBD_ATTR_INDEX, (uint32_t)index);
-	r = nl_talk(fd, &m, deadline, 0, NULL);
-	close(fd);
-	return r;
-}
-
-/* -- ioctls --------------------------------------------------------------------- */
-
-static uint64_t device_size(const char *dev);
-
-/* Connected already, through either interface: the kernel shows a pid, or
- * the device has a size. */
-static bool device_in_use(const char *dev)
-{
-	char path[96];
-	fmt(path, sizeof path, "/sys/block/%s/pid", dev + 5);
-	return access(path, F_OK) == 0 || device_size(dev) > 0;
-}
-
-static void become_resident(int keep_a, int keep_b, bool daemon);
-
 /* Configure the device and fork the NBD_DO_IT holder; returns its pid. */
 static pid_t attach_ioctl(struct attach *a, const char *dev)
 {
@@ -3230,14 +3451,8 @@ static pid_t attach_ioctl(struct attach *a, const char *dev)
 	pid = fork();
 	if (pid < 0)
 		goto fail;
-	if ((pid == 0) != cfg->nofork) {
-		/* The holder: DO_IT returns when the device is disconnected. */
-		become_resident(nbd, -1, !cfg->nofork);
-		ioctl(nbd, NBD_DO_IT);
-		ioctl(nbd, NBD_CLEAR_QUE);
-		ioctl(nbd, NBD_CLEAR_SOCK);
-		_exit(0);
-	}
+	if ((pid == 0) != cfg->nofork) /* -n: the parent holds, the child goes on */
+		hold_device(nbd, !cfg->nofork);
 	close(nbd);
 	return pid ? pid : getppid();
 fail:
@@ -3248,110 +3463,28 @@ fail:
 	return -1;
 }
 
-static int detach_ioctl(const char *dev)
+
+
+#if NBDBOOT_TLS
+
+/* After negotiation: the kernel takes the records (kTLS), or a proxy does.
+ * Returns the fd to give the kernel; closes net when a proxy owns it. */
+static int tls_handover(int net, const struct nbd_config *cfg, bool *proxied)
 {
-	int nbd = open(dev, O_RDWR | O_CLOEXEC);
-	if (nbd < 0)
-		return kernel_error(errno, dev, "open");
-	if (ioctl(nbd, NBD_DISCONNECT) < 0) {
-		int e = errno;
-		close(nbd);
-		return kernel_error(e, dev, "disconnect");
-	}
-	ioctl(nbd, NBD_CLEAR_SOCK);
-	close(nbd);
-	return 0;
+	int r = cfg->tls_proxy ? 1 : ktls_install(net);
+	int local;
+	*proxied = false;
+	if (r <= 0)
+		return r < 0 ? -1 : net;
+	local = tls_proxy_start(net);
+	if (local < 0)
+		return -1;
+	close(net);
+	*proxied = true;
+	return local;
 }
 
-static int detach(const char *dev)
-{
-	return detach_netlink(device_index(dev)) == 0 ? 0 : detach_ioctl(dev);
-}
-
-/* -- readiness -------------------------------------------------------------- */
-
-static uint64_t device_size(const char *dev)
-{
-	uint64_t size = 0;
-	int fd = open(dev, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-		return 0;
-	if (ioctl(fd, BLKGETSIZE64, &size) < 0)
-		size = 0;
-	close(fd);
-	return size;
-}
-
-/* Until the device has its size and, when root is a partition, until that
- * partition's node exists; opening the device runs the partition scan. */
-static int wait_ready(const char *dev, const char *root, pid_t holder)
-{
-	int64_t deadline = nbd_now_ms() + NBD_READY_WAIT_MS, sized_at = 0;
-	bool rescanned = false;
-	for (;;) {
-		if (holder > 0 && waitpid(holder, NULL, WNOHANG) == holder)
-			return fail_kernel("the process holding %s exited before the device was ready "
-					   "(see dmesg)", dev);
-		/* Opening a sized device runs the kernel's pending partition scan. */
-		if (!sized_at && device_size(dev) > 0)
-			sized_at = nbd_now_ms();
-		if (sized_at && (!strcmp(root, dev) || access(root, F_OK) == 0))
-			return 0;
-		if (sized_at && !rescanned && nbd_now_ms() - sized_at > 100) {
-			int fd = open(dev, O_RDONLY | O_CLOEXEC); /* kernels that scan only when asked */
-			if (fd >= 0) {
-				ioctl(fd, BLKRRPART);
-				close(fd);
-			}
-			rescanned = true;
-		}
-		if (nbd_now_ms() > deadline) {
-			if (sized_at)
-				return fail_kernel("%s has no partition %s after %d s: check the image's "
-						   "partition table", dev, root, NBD_READY_WAIT_MS / 1000);
-			return fail_kernel("%s did not come up within %d s", dev, NBD_READY_WAIT_MS / 1000);
-		}
-		sleep_ms(2); /* the holder starts within milliseconds; polling is cheap */
-	}
-}
-
-/* Keep the kernel's requests within the server's maximum: lower the queue's
- * max_sectors_kb (the kernel's default allows 128 KiB, and up to 32 MiB
- * when raised).  0 when done or not needed, 1 when the queue does not
- * exist yet (netlink creates devices), -1 on failure. */
-static int limit_requests(const struct attach *a, const char *dev)
-{
-	char path[96], cur[24] = "";
-	uint32_t kb = request_limit_kb(&a->ex);
-	uint64_t now = 0;
-	int fd, e;
-	ssize_t n;
-	if (!kb)
-		return 0;
-	fmt(path, sizeof path, "/sys/block/%s/queue/max_sectors_kb", dev + 5);
-	fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT && access("/sys/block", F_OK) == 0)
-		return 1;
-	if (fd < 0)
-		return fail_kernel("unable to keep %s's requests within the server's maximum of %u "
-				   "bytes: %s: %s", dev, a->ex.max_block, path, strerror(errno));
-	n = read(fd, cur, sizeof cur - 1);
-	cur[n > 0 ? n : 0] = 0;
-	cur[strcspn(cur, "\n")] = 0;
-	if (scan_decimal(cur, &now) && now <= kb) {
-		close(fd);
-		return 0;
-	}
-	fmt(cur, sizeof cur, "%u", kb);
-	e = write_whole(fd, cur, strlen(cur));
-	close(fd);
-	if (e)
-		return fail_kernel("unable to keep %s's requests within the server's maximum of %u "
-				   "bytes: writing %s to %s: %s", dev, a->ex.max_block, cur, path,
-				   strerror(e));
-	trace("requests limited to %u KiB", kb);
-	return 0;
-}
+#endif
 
 /* Every connection of the device under one --wait deadline. */
 static int connect_all(struct attach *a)
@@ -3387,114 +3520,76 @@ static int connect_all(struct attach *a)
 	return 0;
 }
 
+/* Into the kernel: netlink unless the ioctls were asked for or netlink is
+ * missing.  The device's requests are limited before it is used where it
+ * exists, else right after.  The holder's pid (ioctl mode), 0, or -1. */
+static pid_t attach_kernel(struct attach *a, int asked, char *dev, size_t devsz)
+{
+	const struct nbd_config *cfg = a->cfg;
+	int limited = dev[0] ? limit_requests(&a->ex, dev) : 1;
+	int r = limited < 0 ? -1 : 0;
+	pid_t holder = 0;
+	if (r == 0 && !cfg->use_ioctl)
+		r = attach_netlink(a, asked, nbd_now_ms() + NBD_KERNEL_WAIT_MS, dev, devsz);
+	else if (asked >= 0)
+		close(asked);
+	if (r == 1 || (r == 0 && cfg->use_ioctl)) {
+		a->ioctl = true;
+		if (!dev[0])
+			fmt(dev, devsz, "/dev/nbd0");
+		if (limited == 1 && (limited = limit_requests(&a->ex, dev)) < 0)
+			return -1;
+		r = (holder = attach_ioctl(a, dev)) < 0 ? -1 : 0;
+	}
+	if (r == 0 && limited == 1 && limit_requests(&a->ex, dev) != 0) {
+		fail_kernel("%s has no request queue in /sys/block to limit", dev);
+		detach(dev);
+		return -1;
+	}
+	return r < 0 ? -1 : holder;
+}
+
 static int run_attach(const struct nbd_config *cfg)
 {
 	static struct attach a;
 	char dev[NBD_DEVICE_MAX + 1];
-	const char *method = "netlink";
-	pid_t holder = 0;
-	int r;
+	pid_t holder;
 	memset(&a, 0, sizeof a);
 	a.cfg = cfg;
 	a.index = cfg->device[0] ? device_index(cfg->device) : -1;
 	fmt(dev, sizeof dev, "%s", cfg->device);
-	int asked = cfg->use_ioctl ? -1 : nl_ask_family(), limited = 1;
-	r = connect_all(&a) || choose_block_size(&a) ? -1 : 0;
-	if (r == 0 && dev[0]) /* before the device is used, where it exists */
-		r = (limited = limit_requests(&a, dev)) < 0 ? -1 : 0;
-	if (r == 0 && !cfg->use_ioctl)
-		r = attach_netlink(&a, asked, nbd_now_ms() + NBD_KERNEL_WAIT_MS, dev, sizeof dev);
-	else if (asked >= 0)
-		close(asked);
-	if (r == 1 || (r == 0 && cfg->use_ioctl)) {
-		method = "ioctl";
-		if (!dev[0])
-			fmt(dev, sizeof dev, "/dev/nbd0");
-		r = limited == 1 && (limited = limit_requests(&a, dev)) < 0 ? -1 : 0;
-		holder = r ? -1 : attach_ioctl(&a, dev);
-		r = holder < 0 ? -1 : 0;
+	int asked = cfg->use_ioctl ? -1 : nl_ask_family();
+	if (connect_all(&a) || choose_block_size(&a)) {
+		holder = -1;
+		if (asked >= 0)
+			close(asked);
+	} else {
+		holder = attach_kernel(&a, asked, dev, sizeof dev); /* it owns asked */
 	}
 	for (unsigned i = 0; i < a.nfds; i++)
 		close(a.fds[i]);
-	if (r < 0)
+	if (holder < 0)
 		return -1;
-	if ((limited == 1 && limit_requests(&a, dev) != 0 &&
-	     fail_kernel("%s has no request queue in /sys/block to limit", dev)) ||
-	    wait_ready(dev, cfg->root[0] ? cfg->root : dev, cfg->nofork ? 0 : holder)) {
+	if (wait_ready(dev, cfg->root[0] ? cfg->root : dev, cfg->nofork ? 0 : holder)) {
 		detach(dev); /* never leave a half-attached device behind */
 		return -1;
 	}
-	if (!strcmp(method, "ioctl"))
+	trace("device ready");
+	if (a.ioctl)
 		say("warning: %s is attached with the ioctls: its NBD_DO_IT holder cannot survive "
 		    "systemd's shutdown (its SIGSTOP ends NBD_DO_IT); netlink mode (Linux 4.12+) has "
 		    "no such process", dev);
-	trace("device ready");
 	say("attached %s%s%s to %s (%llu bytes, block size %u, %s%s%s)", server_name(cfg),
 	    cfg->name[0] ? " export " : "", cfg->name[0] ? shown_name(cfg->name) : "", dev,
-	    (unsigned long long)a.size, a.block_size, method,
+	    (unsigned long long)a.size, a.block_size, a.ioctl ? "ioctl" : "netlink",
 	    !cfg->tls ? "" : a.proxied ? ", TLS via proxy" : ", kTLS",
-	    (a.ex.flags | (cfg->readonly ? NBD_FLAG_READ_ONLY : 0)) & NBD_FLAG_READ_ONLY ? ", read-only" : "");
+	    (a.ex.flags | (cfg->readonly ? NBD_FLAG_READ_ONLY : 0)) & NBD_FLAG_READ_ONLY ?
+		    ", read-only" : "");
 	return 0;
 }
 
-static int run_check(const struct nbd_config *cfg)
-{
-	char path[96], pid[32] = "";
-	int fd;
-	ssize_t n;
-	fmt(path, sizeof path, "/sys/block/%s/pid", cfg->device + 5);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 && access("/sys/block", F_OK))
-		return fail_kernel("cannot check %s: /sys is not mounted", cfg->device);
-	if (fd < 0 || device_size(cfg->device) == 0) {
-		if (fd >= 0)
-			close(fd);
-		return fail_server("%s is not connected", cfg->device);
-	}
-	n = read(fd, pid, sizeof pid - 1);
-	close(fd);
-	pid[n > 0 ? n : 0] = 0;
-	out("%s", pid);
-	return 0;
-}
-
-/* ==== Resident process ========================================================
- * What stays behind after the boot (the NBD_DO_IT holder; later the TLS
- * proxy and reconnect loop) must survive switch_root and systemd's killing
- * spree: '@' in argv[0], every catchable signal blocked, memory locked, the
- * OOM killer told to look elsewhere, and no file of the initramfs held open.
- */
-
-static void become_resident(int keep_a, int keep_b, bool daemon)
-{
-	sigset_t all;
-	int fd;
-	sigfillset(&all);
-	sigprocmask(SIG_BLOCK, &all, NULL); /* any signal would end NBD_DO_IT */
-	if (main_argv && main_argv[0] && main_argv[0][0])
-		main_argv[0][0] = '@';
-	/* lock what is touched, not every mapped page: resident size stays small */
-	mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT);
-	fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		if (write(fd, "-1000", 5) < 0) {
-			/* not fatal: a less protected holder still works */
-		}
-		close(fd);
-	}
-	if (!daemon)
-		return;
-	if (chdir("/") < 0) {
-		/* "/" always exists */
-	}
-	setsid();
-	for (fd = 0; fd < 1024; fd++)
-		if (fd != keep_a && fd != keep_b)
-			close(fd);
-}
-
-/* ==== Output ================================================================
- * What --probe and --list print on stdout.
+/* ==== Output ============================================================
+ * What --probe, --list, --print-env and --help print on stdout.
  */
 
 static void print_flags(uint16_t flags)
@@ -3550,71 +3645,6 @@ static void print_list_entry(const char *name, const char *desc, void *arg)
 	out(*d ? "%s\t%s\n" : "%s\n", n, d);
 }
 
-static int list_op(struct nbd_conn *c, void *arg)
-{
-	return nbd_list(c, arg, print_list_entry, NULL);
-}
-
-/* ==== Main ================================================================== */
-
-static void usage(void)
-{
-	out(
-		"Usage: nbdboot HOST [PORT] [/dev/nbdN] [options]   attach an export\n"
-		"       nbdboot nbd://HOST[:PORT]/EXPORT [/dev/nbdN] [options]\n"
-		"       nbdboot --probe TARGET [options]   negotiate and print the export, attach nothing\n"
-		"       nbdboot -l|--list HOST [PORT]      list the server's exports\n"
-		"       nbdboot -c|--check /dev/nbdN       is the device connected?\n"
-		"       nbdboot -d|--disconnect /dev/nbdN  disconnect the device\n"
-		"       nbdboot --cmdline [FILE]           attach what /proc/cmdline (or FILE) asks for\n"
-		"       nbdboot --cmdline [FILE] --print-env   only parse; print NBD_* shell variables\n"
-		"TARGET: HOST [PORT] | nbd://HOST[:PORT]/EXPORT | nbds://... |\n"
-		"        nbd+unix:///EXPORT?socket=PATH | nbds+unix://... | -u PATH\n"
-		"Options (nbd-client's single-dash long forms are accepted too):\n"
-		"  -N, --name NAME         export name (default: the server's default export)\n"
-		"  -b, --block-size BYTES  block size, power of two 512..4096 (default 512)\n"
-		"  -t, --timeout SECONDS   kernel request timeout\n"
-		"  -C, --connections N     connections per device (1..64)\n"
-		"  -R, --readonly          attach read-only\n"
-		"  -n, --nofork            ioctl mode: hold the device in the foreground\n"
-		"  -L, --nonetlink         use the ioctls instead of netlink; their holder process\n"
-		"                          cannot survive systemd's shutdown (SIGSTOP)\n"
-		"  -B, --size BYTES        override the export size\n"
-		"  -g, --no-optgo          use NBD_OPT_EXPORT_NAME instead of NBD_OPT_GO\n"
-		"      --dead-timeout SEC  netlink: the kernel holds I/O that long when the\n"
-		"                          connection dies, waiting for a new one\n"
-		"  -u, --unix              HOST is a Unix socket path\n"
-		"  -x, --tls               require TLS\n"
-		"  -A, --cacert FILE       CA certificates (PEM)\n"
-		"  -F, --cert FILE         client certificate (PEM)\n"
-		"  -K, --key FILE          client key (PEM)\n"
-		"  -H, --tlshostname NAME  name to check in the server certificate (default HOST)\n"
-		"      --tls-proxy         carry TLS in a resident process instead of kTLS\n"
-		"      --wait SECONDS      deadline for connect and negotiation, retrying\n"
-		"                          transient failures (default %d)\n"
-		"  -v, --verbose           print where the time goes, step by step\n"
-		"  -p, --persist, -s, --swap, -m, --systemd-mark, -P, --preinit\n"
-		"                          accepted for nbd-client compatibility and ignored:\n"
-		"                          no reconnect is done when the connection is lost;\n"
-		"                          resident processes are always locked in memory and\n"
-		"                          marked '@' for systemd\n"
-		"  -h, --help   -V, --version\n"
-		"Exit codes: 0 success, 1 network or server failure, 2 usage error,\n"
-		"            3 kernel failure.\n",
-		NBD_WAIT_DEFAULT);
-}
-
-static int run_probe(const struct nbd_config *cfg)
-{
-	struct nbd_export ex;
-	int fd = nbd_open(cfg, deadline_after(cfg->wait_seconds), &ex, true);
-	if (fd < 0)
-		return -1;
-	close(fd);
-	print_probe(cfg, &ex);
-	return 0;
-}
-
 /* NAME='VALUE' lines the shell reads back verbatim: inside single quotes
  * every byte is literal but the quote itself, which becomes '\''.  Returns
  * the length the whole text needs; it is complete when that is < size. */
@@ -3668,6 +3698,73 @@ static int print_env(const struct nbd_config *cfg)
 	if (n >= sizeof text) /* NBD_ENV_MAX is the worst case: never cut it */
 		return fail_usage("internal: --print-env output of %zu bytes does not fit", n);
 	out_raw(text, n);
+	return 0;
+}
+
+static void usage(void)
+{
+	out(
+		"Usage: nbdboot HOST [PORT] [/dev/nbdN] [options]   attach an export\n"
+		"       nbdboot nbd://HOST[:PORT]/EXPORT [/dev/nbdN] [options]\n"
+		"       nbdboot --probe TARGET [options]   negotiate and print the export, attach nothing\n"
+		"       nbdboot -l|--list HOST [PORT]      list the server's exports\n"
+		"       nbdboot -c|--check /dev/nbdN       is the device connected?\n"
+		"       nbdboot -d|--disconnect /dev/nbdN  disconnect the device\n"
+		"       nbdboot --cmdline [FILE]           attach what /proc/cmdline (or FILE) asks for\n"
+		"       nbdboot --cmdline [FILE] --print-env   only parse; print NBD_* shell variables\n"
+		"TARGET: HOST [PORT] | nbd://HOST[:PORT]/EXPORT | nbds://... |\n"
+		"        nbd+unix:///EXPORT?socket=PATH | nbds+unix://... | -u PATH\n"
+		"Options (nbd-client's single-dash long forms are accepted too):\n"
+		"  -N, --name NAME         export name (default: the server's default export)\n"
+		"  -b, --block-size BYTES  block size, power of two 512..4096 (default 512)\n"
+		"  -t, --timeout SECONDS   kernel request timeout\n"
+		"  -C, --connections N     connections per device (1..64)\n"
+		"  -R, --readonly          attach read-only\n"
+		"  -n, --nofork            ioctl mode: hold the device in the foreground\n"
+		"  -L, --nonetlink         use the ioctls instead of netlink; their holder process\n"
+		"                          cannot survive systemd's shutdown (SIGSTOP)\n"
+		"  -B, --size BYTES        override the export size\n"
+		"  -g, --no-optgo          use NBD_OPT_EXPORT_NAME instead of NBD_OPT_GO\n"
+		"      --dead-timeout SEC  netlink: the kernel holds I/O that long when the\n"
+		"                          connection dies, waiting for a new one\n"
+		"  -u, --unix              HOST is a Unix socket path\n"
+		"  -x, --tls               require TLS\n"
+		"  -A, --cacert FILE       CA certificates (PEM)\n"
+		"  -F, --cert FILE         client certificate (PEM)\n"
+		"  -K, --key FILE          client key (PEM)\n"
+		"  -H, --tlshostname NAME  name to check in the server certificate (default HOST)\n"
+		"      --tls-proxy         carry TLS in a resident process instead of kTLS\n"
+		"      --wait SECONDS      deadline for connect and negotiation, retrying\n"
+		"                          transient failures (default %d)\n"
+		"  -v, --verbose           print where the time goes, step by step\n"
+		"  -p, --persist, -s, --swap, -m, --systemd-mark, -P, --preinit\n"
+		"                          accepted for nbd-client compatibility and ignored:\n"
+		"                          no reconnect is done when the connection is lost;\n"
+		"                          resident processes are always locked in memory and\n"
+		"                          marked '@' for systemd\n"
+		"  -h, --help   -V, --version\n"
+		"Exit codes: 0 success, 1 network or server failure, 2 usage error,\n"
+		"            3 kernel failure.\n",
+		NBD_WAIT_DEFAULT);
+}
+
+/* ==== Main ==============================================================
+ * One function per mode, then main().
+ */
+
+static int list_op(struct nbd_conn *c, void *arg)
+{
+	return nbd_list(c, arg, print_list_entry, NULL);
+}
+
+static int run_probe(const struct nbd_config *cfg)
+{
+	struct nbd_export ex;
+	int fd = nbd_open(cfg, deadline_after(cfg->wait_seconds), &ex, true);
+	if (fd < 0)
+		return -1;
+	close(fd);
+	print_probe(cfg, &ex);
 	return 0;
 }
 
@@ -3730,12 +3827,11 @@ static int run(struct nbd_config *cfg)
 	return run_attach(cfg);
 }
 
-#ifndef NBDBOOT_NO_MAIN
-int main(int argc, char **argv)
+int nbd_main(int argc, char **argv)
 {
 	static struct nbd_config cfg;
-	main_argv = argv;
-	clock_gettime(CLOCK_MONOTONIC, &t_start);
+	resident.argv = argv;
+	clock_gettime(CLOCK_MONOTONIC, &output.t_start);
 	/* Early in a boot fds 0-2 may be closed: a socket must never land there,
 	 * where a message would be written into it. */
 	for (int fd = 0; fd < 3; fd++)
@@ -3746,6 +3842,7 @@ int main(int argc, char **argv)
 		say("%s", nbd_last_error());
 		return EXIT_USAGE;
 	}
+	output.verbose = cfg.verbose;
 	if (run(&cfg) == 0) {
 		if (!output.failed_errno)
 			return 0;
@@ -3754,5 +3851,11 @@ int main(int argc, char **argv)
 	}
 	say("%s", nbd_last_error());
 	return nbd_last_error_class();
+}
+
+#ifndef NBDBOOT_NO_MAIN
+int main(int argc, char **argv)
+{
+	return nbd_main(argc, argv);
 }
 #endif

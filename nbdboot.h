@@ -271,6 +271,7 @@ _Static_assert(sizeof(struct nl_attr) == 4, "nlattr is 4 bytes");
 #define TLS_CIPHER_AES_GCM_128       51
 #define TLS_CIPHER_AES_GCM_256       52
 #define TLS_CIPHER_CHACHA20_POLY1305 54
+#define TLS_ALERT_CERTIFICATE_REQUIRED 116 /* TLS 1.3's; some servers send it in 1.2 */
 
 /* struct tls12_crypto_info_* of linux/tls.h, one layout for all three:
  * AES-GCM puts the explicit nonce in iv[0..7] and the implicit part in salt;
@@ -310,6 +311,16 @@ struct ktls_info {
 #define EXIT_KERNEL 3 /* the kernel refused or has no nbd */
 
 #define NBD_READY_WAIT_MS 10000 /* device size and partitions after attach */
+#define NBD_READY_POLL_MS 2       /* ... looked at this often */
+#define NBD_RESCAN_AFTER_MS 100   /* ... BLKRRPART when no partition after this */
+#define NBD_ABORT_WAIT_MS 1000    /* NBD_OPT_ABORT: the server's answer, if any */
+#define NBD_ADDR_TRY_MS   5000    /* one address of several, before the next */
+#define NBD_KEEPALIVE_IDLE_S  60  /* TCP keepalive: a vanished server noticed ... */
+#define NBD_KEEPALIVE_INTVL_S 10  /* ... within about two minutes of silence */
+#define NBD_KEEPALIVE_PROBES  6
+#define NBD_TLS_CLOSE_SENDS 8     /* close_notify: at most this many sends */
+#define NBD_FDS_CLOSED 1024       /* a daemon closes the fds below this */
+#define NBD_OOM_SCORE_ADJ "-1000" /* resident processes: never the OOM killer's pick */
 #define NBD_KERNEL_WAIT_MS 10000 /* the kernel's netlink answers, per step */
 #define NBD_CONNS_MAX 64 /* -C: connections per device */
 
@@ -352,6 +363,7 @@ struct nbd_config {
 	uint32_t conns;
 	uint64_t size_override; /* 0: the server's */
 	bool readonly, nofork, use_ioctl;
+	bool verbose; /* -v */
 	/* --cmdline: what the boot asks for beyond the export */
 	char cmdline_file[NBD_PATH_MAX + 1];
 	bool print_env;
@@ -382,6 +394,9 @@ struct nbd_conn {
 	bool client_flags_pending;
 	bool tls_active; /* records go through the TLS engine */
 };
+
+/* The whole program: main() calls it (tests build without main). */
+int nbd_main(int argc, char **argv);
 
 /* Forget the recorded error (a new attempt starts clean). */
 void nbd_error_clear(void);

@@ -21,6 +21,7 @@ suite() {
 	fi
 }
 
+suite "build (both configurations, warnings as errors)" tests/build.sh
 suite "unit (musl)" build/unit
 suite "unit (ASan+UBSan)" build/unit-asan
 suite "interop (static binary)" tests/interop.sh
