@@ -2581,7 +2581,23 @@ static int read_greeting(struct nbd_conn *c, const struct nbd_config *cfg, struc
 			 bool *oldstyle)
 {
 	uint8_t g[16 + NBD_OLDSTYLE_REST];
-	if (read_full(c, g, 16, "greeting")) {
+	int64_t deadline = c->deadline_ms;
+	int r;
+	/* A server sends its greeting at once.  One that does not may never
+	 * have seen us (a full listen queue whose kernel forgot the connection
+	 * it answered with a SYN cookie): a new connection is worth more than
+	 * waiting out the whole deadline on this one. */
+	if (c->greeting_by && c->greeting_by < deadline)
+		c->deadline_ms = c->greeting_by;
+	r = read_full(c, g, 16, "greeting");
+	c->deadline_ms = deadline;
+	if (r && err.deadline && nbd_now_ms() < deadline) {
+		c->greeting_late = true;
+		err.deadline = false; /* this connection's limit, not the step's */
+		return err_reword(EXIT_SERVER, true, "no greeting from %s within %lld ms",
+				  server_name(cfg), (long long)(c->greeting_by - c->started));
+	}
+	if (r) {
 		err.transient = err.transient || err.eof; /* a server still starting up */
 		return -1;
 	}
@@ -2730,6 +2746,7 @@ static void retry_note(const struct nbd_config *cfg, bool reached)
 static int with_retries(const struct nbd_config *cfg, int64_t deadline,
 			int (*op)(struct nbd_conn *, void *), void *arg)
 {
+	int64_t greeting_ms = NBD_GREETING_FIRST_MS;
 	for (unsigned n = 0;; n++) {
 		struct nbd_conn c = { .fd = -1, .deadline_ms = deadline };
 		nbd_error_clear();
@@ -2737,13 +2754,18 @@ static int with_retries(const struct nbd_config *cfg, int64_t deadline,
 		c.fd = cfg->unix_path[0] ? connect_unix(cfg, deadline) : connect_tcp(cfg, deadline);
 		if (c.fd >= 0) {
 			trace("connected");
+			c.started = nbd_now_ms();
+			c.greeting_by = c.started + greeting_ms;
 			if (op(&c, arg) == 0) {
 				trace("negotiated");
 				return c.fd;
 			}
 			close(c.fd);
+			if (c.greeting_late) /* or a slow server: give the next one longer */
+				greeting_ms *= 2;
 		}
-		if (!err.transient)
+		/* a deadline that cut off a retry: the failure before it is the news */
+		if (!err.transient && !(err.deadline && retry.last[0]))
 			return -1;
 		retry_note(cfg, c.fd >= 0);
 		int64_t left = deadline - nbd_now_ms(), pause = backoff_ms(n);

@@ -304,6 +304,7 @@ struct ktls_info {
 #define NBD_ADDRS_MAX   8 /* addresses of one name tried in turn */
 #define NBD_RETRY_FIRST_MS 100  /* backoff: first step, doubling ... */
 #define NBD_RETRY_MAX_MS   2000 /* ... up to this, each with random jitter */
+#define NBD_GREETING_FIRST_MS 2000 /* a greeting not here by then: reconnect (doubling) */
 
 /* Exit codes: the same for every mode. */
 #define EXIT_SERVER 1 /* network or server failure, or not connected for -c */
@@ -393,6 +394,8 @@ struct nbd_conn {
 	uint32_t pending_client_flags; /* sent with the first option */
 	bool client_flags_pending;
 	bool tls_active; /* records go through the TLS engine */
+	int64_t started, greeting_by; /* connected at; the greeting is due by (0: no limit) */
+	bool greeting_late;           /* it was not */
 };
 
 /* The whole program: main() calls it (tests build without main). */

@@ -411,6 +411,17 @@ expect_time 500 3500
 end_test
 
 start_silent_listener || exit 1
+# A greeting not there within 2 s: the connection may be one a full listen
+# queue forgot (SYN cookies), so nbdboot connects again, giving the next one
+# twice as long, until --wait.
+begin "wait: no greeting within 2 s: a new connection, until --wait 5"
+T_LIMIT=12 run_nbdboot --probe 127.0.0.1 "$PORT" --wait 5
+expect_rc 1
+expect_err "^nbdboot: no greeting from 127.0.0.1:$PORT within 2000 ms; retrying until 5 s have passed \\(--wait\\)$"
+expect_err "^nbdboot: no greeting from 127.0.0.1:$PORT within 2000 ms \\(gave up after 5 s; see --wait\\)$"
+expect_time 4500 6500
+end_test
+
 begin "wait: server accepts and never speaks, --wait 2 times out"
 T_LIMIT=10 run_nbdboot --probe 127.0.0.1 "$PORT" --wait 2
 expect_rc 1
