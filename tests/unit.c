@@ -1172,6 +1172,38 @@ static void test_netlink_build(void)
 	       "accepted");
 }
 
+static void test_request_limit(void)
+{
+	static struct attach a;
+	static struct nbd_config cfg;
+	config_defaults(&cfg);
+	memset(&a, 0, sizeof a);
+	a.cfg = &cfg;
+	a.ex.size = 1 << 20;
+	a.ex.has_block_sizes = true;
+	a.ex.min_block = 512;
+	a.ex.pref_block = 4096;
+	a.ex.max_block = 16384;
+	report("request limit: a 16 KiB maximum is 16 KiB of max_sectors_kb",
+	       choose_block_size(&a) == 0 && request_limit_kb(&a.ex) == 16, nbd_last_error());
+	a.ex.max_block = 50000;
+	report("request limit: an odd maximum rounds down to whole KiB",
+	       request_limit_kb(&a.ex) == 48, "wrong");
+	a.ex.max_block = NBD_BLOCK_MAX_ANY;
+	report("request limit: no maximum, no limit", request_limit_kb(&a.ex) == 0, "wrong");
+	a.ex.has_block_sizes = false;
+	a.ex.max_block = 1024;
+	report("request limit: no block sizes advertised, no limit", request_limit_kb(&a.ex) == 0,
+	       "wrong");
+	a.ex.has_block_sizes = true;
+	a.ex.pref_block = 1024;
+	a.ex.max_block = 2048;
+	report("request limit: a maximum below one page is refused before attaching",
+	       choose_block_size(&a) == -1 &&
+		       strstr(nbd_last_error(), "the server takes requests of at most 2048 bytes"),
+	       nbd_last_error());
+}
+
 /* A reply datagram: header, genl header, attributes. */
 static size_t nl_reply(uint8_t *b, uint16_t type, const void *attrs, size_t alen)
 {
@@ -1416,6 +1448,7 @@ int main(void)
 	test_print_env();
 	test_netlink_build();
 	test_netlink_parse();
+	test_request_limit();
 #if NBDBOOT_TLS
 	test_ktls_layout();
 	test_pem_errors();
