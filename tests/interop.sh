@@ -64,16 +64,9 @@ expect_missing() {
 }
 
 # ==== nbdkit =================================================================
-# One multi-export nbdkit (eval plugin): "disk" 10 MiB (also the default
-# export), "small" 1 MiB, both with descriptions; other names are refused.
-# The sizes differ, so a probe shows which name reached the server.
+# One multi-export nbdkit: "disk" (also the default) and "small" (lib.sh).
 
-start_nbdkit eval \
-	list_exports='printf "%s\n" INTERLEAVED disk "Test disk" small "Small disk, 1 MiB"' \
-	default_export='echo disk' \
-	open='case $3 in disk|small) echo "$3" ;; *) echo "ENOENT no export $3" >&2; exit 1 ;; esac' \
-	get_size='case $2 in small) echo 1048576 ;; *) echo 10485760 ;; esac' \
-	pread='dd if=/dev/zero count=$3 iflag=count_bytes status=none' || exit 1
+start_nbdkit_disk_small || exit 1
 P=$PORT
 
 begin "nbdkit: probe named export"

@@ -352,6 +352,18 @@ start_nbdkit() {
 		-i "$LISTEN_ADDR" -p @PORT@ "$@"
 }
 
+# start_nbdkit_disk_small [NBDKIT OPTIONS]: a multi-export nbdkit (eval
+# plugin): "disk" 10 MiB (also the default export) and "small" 1 MiB, with
+# descriptions; other names are refused.  The sizes tell which name arrived.
+start_nbdkit_disk_small() {
+	start_nbdkit "$@" eval \
+		list_exports='printf "%s\n" INTERLEAVED disk "Test disk" small "Small disk, 1 MiB"' \
+		default_export='echo disk' \
+		open='case $3 in disk|small) echo "$3" ;; *) echo "ENOENT no export $3" >&2; exit 1 ;; esac' \
+		get_size='case $2 in small) echo 1048576 ;; *) echo 10485760 ;; esac' \
+		pread='dd if=/dev/zero count=$3 iflag=count_bytes status=none'
+}
+
 # start_nbdkit_unix [NBDKIT OPTIONS] PLUGIN [PARAMS]: nbdkit on Unix socket SOCK.
 start_nbdkit_unix() {
 	_start_unix nbdkit nbdkit -f --exit-with-parent -P @PIDFILE@ -U @SOCK@ "$@"

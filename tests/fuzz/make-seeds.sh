@@ -113,12 +113,7 @@ H=127.0.0.1
 CA=(--tls --cacert "$PKI/ca.pem")
 
 echo "nbdkit (eval plugin: exports disk and small, descriptions, default export disk)"
-start_nbdkit eval \
-	list_exports='printf "%s\n" INTERLEAVED disk "Test disk" small "Small disk, 1 MiB"' \
-	default_export='echo disk' \
-	open='case $3 in disk|small) echo "$3" ;; *) echo "ENOENT no export $3" >&2; exit 1 ;; esac' \
-	get_size='case $2 in small) echo 1048576 ;; *) echo 10485760 ;; esac' \
-	pread='dd if=/dev/zero count=$3 iflag=count_bytes status=none' || exit 1
+start_nbdkit_disk_small || exit 1
 record $M_DEFAULT nbdkit-eval-default-go --probe $H @PORT@
 record $M_NAMED nbdkit-eval-named-go --probe $H @PORT@ -N disk
 record $M_NAMED nbdkit-eval-missing-export --probe $H @PORT@ -N nosuch
