@@ -1108,6 +1108,40 @@ static void test_der(void)
 
 #endif
 
+/* ---- Output: a failure on stdout counts, one on stderr does not ---------------- */
+
+static void test_output_failures(void)
+{
+	int saved1 = dup(1), saved2 = dup(2), full = open("/dev/full", O_WRONLY);
+	bool ok;
+	fflush(stdout);
+	memset(&output, 0, sizeof output);
+	dup2(full, 2);
+	say("a diagnostic nobody can read");
+	ok = output.failed_errno == 0;
+	dup2(full, 1);
+	out("the result: %d\n", 42);
+	out("more\n");
+	dup2(saved1, 1);
+	dup2(saved2, 2);
+	report("output: a failed stderr write leaves the outcome alone", ok, "stderr failure counted");
+	report("output: a failed stdout write is kept (the first errno)",
+	       output.failed_errno == ENOSPC, strerror(output.failed_errno));
+	memset(&output, 0, sizeof output);
+	char big[5000];
+	memset(big, 'x', sizeof big - 1);
+	big[sizeof big - 1] = 0;
+	dup2(full, 1);
+	out("%s", big);
+	dup2(saved1, 1);
+	report("output: a line longer than out()'s buffer is a failure, never cut silently",
+	       output.failed_errno == EMSGSIZE, strerror(output.failed_errno));
+	memset(&output, 0, sizeof output);
+	close(full);
+	close(saved1);
+	close(saved2);
+}
+
 /* ---- Netlink: the message bound and the reply parser -------------------------- */
 
 /* Walk m's attributes (one level): count those of type t, 0 if malformed. */
@@ -1446,6 +1480,7 @@ int main(void)
 	test_list();
 	test_cmdline();
 	test_print_env();
+	test_output_failures();
 	test_netlink_build();
 	test_netlink_parse();
 	test_request_limit();
