@@ -1645,7 +1645,7 @@ static bool der_san(const uint8_t *p, const uint8_t *end, const uint8_t **names,
 }
 
 /* Does the certificate in der list ip among its iPAddress SANs? */
-static bool cert_has_ip(const uint8_t *der, size_t dlen, const uint8_t *ip, size_t iplen)
+bool nbd_cert_has_ip(const uint8_t *der, size_t dlen, const uint8_t *ip, size_t iplen)
 {
 	const uint8_t *p = der, *end = der + dlen, *v, *names, *names_end;
 	uint8_t tag;
@@ -1666,11 +1666,6 @@ static bool cert_has_ip(const uint8_t *der, size_t dlen, const uint8_t *ip, size
 		return false;
 	}
 	return false;
-}
-
-bool nbd_cert_has_ip(const uint8_t *der, size_t len, const uint8_t *ip, size_t iplen)
-{
-	return cert_has_ip(der, len, ip, iplen);
 }
 
 static void xw_start_chain(const br_x509_class **ctx, const char *name)
@@ -1710,7 +1705,7 @@ static unsigned xw_end_chain(const br_x509_class **ctx)
 	unsigned r = tls.xc.vtable->end_chain(&tls.xc.vtable);
 	(void)ctx;
 	if (r == 0 && tls.xw.iplen &&
-	    (tls.der_overflow || !cert_has_ip(tls.der, tls.der_len, tls.xw.ip, tls.xw.iplen)))
+	    (tls.der_overflow || !nbd_cert_has_ip(tls.der, tls.der_len, tls.xw.ip, tls.xw.iplen)))
 		return BR_ERR_X509_BAD_SERVER_NAME;
 	return r;
 }
@@ -3103,7 +3098,6 @@ static int limit_requests(const struct nbd_export *ex, const char *dev)
 				   "bytes: %s: %s", dev, ex->max_block, path, strerror(errno));
 	n = read(fd, cur, sizeof cur - 1);
 	cur[n > 0 ? n : 0] = 0;
-	cur[strcspn(cur, "\n")] = 0;
 	if (scan_decimal(cur, &now) && now <= kb) {
 		close(fd);
 		return 0;
