@@ -2689,13 +2689,17 @@ int nbd_list(struct nbd_conn *c, const struct nbd_config *cfg,
  * a whole fleet turns clients away (busy, by policy, shutting down, or just
  * closing).  Such failures are retried until the step's deadline, with
  * exponential backoff and random jitter so that a fleet does not retry in
- * lockstep.  The first failure of each kind (reaching the server, the
- * server's answer) is shown once; the final error names the last one. */
+ * lockstep.  The first failure of each kind (reaching the server, a
+ * server that never greets, the server's answer) is shown once, so a
+ * refusal is still told after a lost connection; the final error names the
+ * last one. */
+
+enum retry_kind { RETRY_NETWORK, RETRY_NO_GREETING, RETRY_ANSWER };
 
 static struct retry_state {
 	uint64_t rng;
 	char last[sizeof err.msg]; /* the last failure that was not the deadline itself */
-	bool said[2];              /* [0] network, [1] server */
+	bool said[3];              /* by enum retry_kind */
 } retry;
 
 /* xorshift64*, seeded from the kernel (never blocking) and the clock:
@@ -2727,13 +2731,13 @@ static int64_t backoff_ms(unsigned n)
 }
 
 /* After a transient failure: remember it and say it, once per kind. */
-static void retry_note(const struct nbd_config *cfg, bool reached)
+static void retry_note(const struct nbd_config *cfg, enum retry_kind kind)
 {
 	if (!err.deadline)
 		memcpy(retry.last, err.msg, sizeof retry.last);
-	if (retry.said[reached] || err.deadline)
+	if (retry.said[kind] || err.deadline)
 		return;
-	retry.said[reached] = true;
+	retry.said[kind] = true;
 	say("%s; retrying until %u s have passed (--wait)", err.msg, cfg->wait_seconds);
 }
 
@@ -2756,13 +2760,14 @@ static int with_retries(const struct nbd_config *cfg, int64_t deadline,
 				return c.fd;
 			}
 			close(c.fd);
-			if (c.greeting_late) /* or a slow server: give the next one longer */
-				greeting_ms *= 2;
+			if (c.greeting_late && greeting_ms < NBD_GREETING_MAX_MS)
+				greeting_ms *= 2; /* or a slow server: give the next one longer */
 		}
 		/* a deadline that cut off a retry: the failure before it is the news */
 		if (!err.transient && !(err.deadline && retry.last[0]))
 			return -1;
-		retry_note(cfg, c.fd >= 0);
+		retry_note(cfg, c.fd < 0 ? RETRY_NETWORK
+				: c.greeting_late ? RETRY_NO_GREETING : RETRY_ANSWER);
 		int64_t left = deadline - nbd_now_ms(), pause = backoff_ms(n);
 		if (left > 0)
 			sleep_ms(pause < left ? pause : left);

@@ -305,6 +305,7 @@ struct ktls_info {
 #define NBD_RETRY_FIRST_MS 100  /* backoff: first step, doubling ... */
 #define NBD_RETRY_MAX_MS   2000 /* ... up to this, each with random jitter */
 #define NBD_GREETING_FIRST_MS 2000 /* a greeting not here by then: reconnect (doubling) */
+#define NBD_GREETING_MAX_MS 16000  /* ... up to this */
 
 /* Exit codes: the same for every mode. */
 #define EXIT_SERVER 1 /* network or server failure, or not connected for -c */

@@ -415,6 +415,30 @@ expect_err "^nbdboot: no greeting from 127.0.0.1:$PORT within 2000 ms \\(gave up
 expect_time 4500 6500
 end_test
 
+stop_server
+# A lost connection, then a refusal: each kind of failure is told once, so
+# the server's reason is not hidden behind the greeting timeout that came
+# first.  nbdkit admits one session and a holder has it; nbdkit is stopped
+# for the first connection (its greeting never comes) and resumed after.
+begin "wait: no greeting, then the server's refusal: both said once, until --wait 6"
+if start_nbdkit --filter=limit memory 10M limit=1 && hold_slot "$PORT" ""; then
+	kill -STOP "$SERVER_PID"
+	T_LIMIT=12 start_nbdboot --probe 127.0.0.1 "$PORT" --wait 6
+	sleep 2.5
+	kill -CONT "$SERVER_PID"
+	finish_nbdboot
+	expect_rc 1
+	expect_err "^nbdboot: no greeting from 127.0.0.1:$PORT within 2000 ms; retrying until 6 s have passed \\(--wait\\)$"
+	expect_err "^nbdboot: server (refused|closed).*; retrying until 6 s have passed \\(--wait\\)$"
+	expect_err "^nbdboot: server (refused|closed).*\\(gave up after 6 s; see --wait\\)$"
+	[ "$(grep -c '' <<<"$ERR")" -eq 3 ] || why "stderr has $(grep -c '' <<<"$ERR") lines, expected 3"
+else
+	why "nbdkit with limit=1 and a held session did not start"
+fi
+end_test
+stop_server
+
+start_silent_listener || exit 1
 begin "wait: server accepts and never speaks, --wait 2 times out"
 T_LIMIT=10 run_nbdboot --probe 127.0.0.1 "$PORT" --wait 2
 expect_rc 1

@@ -438,6 +438,44 @@ start_nbd_server() {
 	_server_failed nbd-server "$SERVER_LOG"
 }
 
+# hold_slot PORT NAME: a client that negotiates NBD_OPT_GO for export NAME and
+# keeps the session open (until the script ends, at most 300 s), taking one of
+# the server's slots.  Returns non-zero if it was not admitted within 5 s.
+_nhold=0
+hold_slot() {
+	local f=$TESTDIR/hold$((_nhold += 1)) pid
+	perl -MIO::Socket::INET -e '
+		my ($port, $name) = @ARGV;
+		$SIG{ALRM} = sub { print "timeout\n"; exit 1 };
+		alarm 10;
+		my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $port)
+			or die "connect: $!\n";
+		sub rd { my $b = ""; while (length($b) < $_[0]) {
+			sysread($s, $b, $_[0] - length($b), length($b)) or die "closed\n" } $b }
+		rd(18);
+		syswrite($s, pack("N", 3) . "IHAVEOPT" . pack("NNN", 7, 6 + length($name), length($name))
+			. $name . pack("n", 0));
+		for (;;) {
+			my (undef, undef, undef, $type, $len) = unpack("NNNNN", rd(20));
+			rd($len) if $len;
+			last if $type == 1;
+			die sprintf("reply 0x%x\n", $type) if $type & 0x80000000;
+		}
+		alarm 0;
+		$| = 1;
+		print "admitted\n";
+		sleep 300;' "$1" "$2" >"$f" 2>&1 </dev/null &
+	pid=$!
+	track "$pid"
+	for _ in $(seq 50); do
+		grep -qx admitted "$f" && return 0
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "hold_slot: holder on port $1 not admitted: $(cat "$f")" >&2
+	return 1
+}
+
 # start_silent_listener: a TCP listener on 127.0.0.1:PORT that accepts
 # connections and never sends a byte.
 start_silent_listener() {

@@ -33,50 +33,12 @@ done
 [ -x "$NBDBOOT" ] || { echo "storm.sh: $NBDBOOT is not built (make)" >&2; exit 2; }
 
 N=40			# clients per storm
-STORM_LIMIT=90		# seconds before a storm's clients are killed (they --wait 60)
+STORM_LIMIT=120		# seconds before a storm's clients are killed (they --wait 60 or 90)
 MIB10=10485760
 # A line saying the server turned the client away (the reason, or the final error).
 REFUSAL='^nbdboot: server (refused|closed|is shutting down)'
 
 # ==== Helpers ================================================================
-
-# hold_slot PORT NAME: a client that negotiates NBD_OPT_GO for export NAME and
-# keeps the session open (until the script ends, at most 300 s), taking one of
-# the server's slots.  Returns non-zero if it was not admitted within 5 s.
-_nhold=0
-hold_slot() {
-	local f=$TESTDIR/hold$((_nhold += 1)) pid
-	perl -MIO::Socket::INET -e '
-		my ($port, $name) = @ARGV;
-		$SIG{ALRM} = sub { print "timeout\n"; exit 1 };
-		alarm 10;
-		my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $port)
-			or die "connect: $!\n";
-		sub rd { my $b = ""; while (length($b) < $_[0]) {
-			sysread($s, $b, $_[0] - length($b), length($b)) or die "closed\n" } $b }
-		rd(18);
-		syswrite($s, pack("N", 3) . "IHAVEOPT" . pack("NNN", 7, 6 + length($name), length($name))
-			. $name . pack("n", 0));
-		for (;;) {
-			my (undef, undef, undef, $type, $len) = unpack("NNNNN", rd(20));
-			rd($len) if $len;
-			last if $type == 1;
-			die sprintf("reply 0x%x\n", $type) if $type & 0x80000000;
-		}
-		alarm 0;
-		$| = 1;
-		print "admitted\n";
-		sleep 300;' "$1" "$2" >"$f" 2>&1 </dev/null &
-	pid=$!
-	track "$pid"
-	for _ in $(seq 50); do
-		grep -qx admitted "$f" && return 0
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	echo "storm.sh: holder on port $1 not admitted: $(cat "$f")" >&2
-	return 1
-}
 
 # start_storm ARGS...: N copies of nbdboot ARGS released at once
 # (tests/storm-clients.pl), in the background; finish_storm waits for them.
@@ -136,13 +98,14 @@ expect_storm_negotiated() {
 }
 
 # expect_reason_once: however often a client was turned away, it said each
-# reason once: at most one line for the server's answer and one for failing
-# to reach it (while a server restarts), no line twice.
+# reason once: at most one line each for failing to reach the server (while
+# it restarts), for a greeting that never came (a connection the server's
+# kernel forgot), and for the server's answer; no line twice.
 expect_reason_once() {
 	local i n
 	for i in $(seq "$N"); do
 		n=$(wc -l <"$STORM/$i.err")
-		if [ "$n" -gt 2 ] || [ -n "$(sort "$STORM/$i.err" | uniq -d)" ]; then
+		if [ "$n" -gt 3 ] || [ -n "$(sort "$STORM/$i.err" | uniq -d)" ]; then
 			why "client $i wrote $n stderr lines: $(_flat "$(cat "$STORM/$i.err")")"
 			return 1
 		fi
@@ -205,10 +168,12 @@ exportname = $IMG"
 begin "storm: $N clients turned away by nbd-server's maxconnections (POLICY) all negotiate once it has room"
 if start_nbd_server "$EXPORT
 maxconnections = 2" && hold_slot "$PORT" disk && hold_slot "$PORT" disk; then
-	start_storm --probe 127.0.0.1 "$PORT" -N disk --wait 60
+	start_storm --probe 127.0.0.1 "$PORT" -N disk --wait 90
 	# Every client's first GO is refused: wait until each has said so, then
 	# restart the server with room (its count only resets with the daemon).
-	wait_refused "$N" 20 || why "after 20 s only $(refused_clients) of $N clients said they were refused"
+	# The burst overflows nbd-server's backlog of 10 (see below), so a client
+	# may first wait out a greeting or two (2 s, 4 s, ...) before its GO.
+	wait_refused "$N" 45 || why "after 45 s only $(refused_clients) of $N clients said they were refused"
 	stop_server
 	WANT_PORT=$PORT start_nbd_server "$EXPORT
 maxconnections = 100" || why "nbd-server did not restart on port $PORT"
