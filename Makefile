@@ -56,7 +56,7 @@ DEPS := musl-tools gcc libc6-dev make xz-utils ca-certificates nbdkit nbd-server
         qemu-system-x86 busybox-static cpio e2fsprogs fdisk kmod openssl perl \
         clang libclang-rt-14-dev
 
-.PHONY: all check deps demo bench clean distclean fuzz fuzz-build
+.PHONY: all check deps demo bench clean distclean fuzz fuzz-build install uninstall
 all: nbdboot
 
 nbdboot: nbdboot.c nbdboot.h $(TLS_DEPS) $(BUILD)/config.tls$(NBDBOOT_TLS)
@@ -80,6 +80,29 @@ $(BEARSSL_LIB):
 $(BEARSSL_SAN): $(BEARSSL_LIB)
 	$(MAKE) -s -j2 -C $(BEARSSL_DIR)/src CONF=Unix BUILD=build-gcc CC=$(CC_SAN) LD=$(CC_SAN) \
 		LDDLL=$(CC_SAN) CFLAGS="-O2 -fPIC -W -Wall" build-gcc/libbearssl.a
+
+# Install: the binary and man page under PREFIX; the dracut module and the
+# initramfs-tools hook and boot script where those generators look for them,
+# whatever PREFIX is (dracut reads only its own modules.d).
+PREFIX       ?= /usr/local
+SBINDIR      ?= $(PREFIX)/sbin
+MANDIR       ?= $(PREFIX)/share/man
+DRACUTMODDIR ?= /usr/lib/dracut/modules.d/95nbdboot
+ITOOLSDIR    ?= /usr/share/initramfs-tools
+HOOKFILES    := $(wildcard initramfs-hook/dracut/*.sh initramfs-hook/dracut/*.rules)
+ITOOLSFILES  := $(patsubst initramfs-hook/initramfs-tools/%,%,$(wildcard initramfs-hook/initramfs-tools/hooks/* initramfs-hook/initramfs-tools/scripts/*/*))
+
+install: nbdboot
+	install -D -m 755 nbdboot $(DESTDIR)$(SBINDIR)/nbdboot
+	install -D -m 644 nbdboot.8 $(DESTDIR)$(MANDIR)/man8/nbdboot.8
+	install -d $(DESTDIR)$(DRACUTMODDIR)
+	$(if $(HOOKFILES),install -m 755 $(HOOKFILES) $(DESTDIR)$(DRACUTMODDIR)/)
+	$(foreach f,$(ITOOLSFILES),install -D -m 755 initramfs-hook/initramfs-tools/$(f) $(DESTDIR)$(ITOOLSDIR)/$(f) &&) true
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/nbdboot $(DESTDIR)$(MANDIR)/man8/nbdboot.8
+	rm -rf $(DESTDIR)$(DRACUTMODDIR)
+	$(foreach f,$(ITOOLSFILES),rm -f $(DESTDIR)$(ITOOLSDIR)/$(f) &&) true
 
 # Tests: unit tests include nbdboot.c itself, once with musl, once with ASan+UBSan.
 $(BUILD)/unit: tests/unit.c nbdboot.c nbdboot.h $(TLS_DEPS) $(BUILD)/config.tls$(NBDBOOT_TLS)

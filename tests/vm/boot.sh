@@ -2,8 +2,8 @@
 # boot.sh - boot the cached Debian kernel with a test initramfs under qemu (tcg).
 #
 # Usage: tests/vm/boot.sh --initrd FILE [--append "kernel args"] [--timeout SEC]
-#                         [--log FILE] [--drive-none] [-- EXTRA QEMU ARGS...]
-# qemu-system-x86_64 -accel tcg -cpu max -m 512 -nographic -no-reboot, serial console
+#                         [--log FILE] [--mem MB] [--drive-none] [-- EXTRA QEMU ARGS...]
+# qemu-system-x86_64 -accel tcg -cpu max -m 512 (--mem) -nographic -no-reboot, serial console
 # (console=ttyS0 panic=-1 + --append), -nic user,model=e1000 (host loopback is 10.0.2.2
 # in the guest). --drive-none: -nodefaults, so the guest gets no default IDE CD-ROM,
 # floppy or VGA, only the serial console and the NIC. The console goes to stdout and,
@@ -13,13 +13,14 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-initrd="" append="" timeout=120 log=/dev/null nodefaults=() extra=()
+initrd="" append="" timeout=120 mem=512 log=/dev/null nodefaults=() extra=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--initrd) initrd=$2; shift 2 ;;
 	--append) append=$2; shift 2 ;;
 	--timeout) timeout=$2; shift 2 ;;
 	--log) log=$2; shift 2 ;;
+	--mem) mem=$2; shift 2 ;;
 	--drive-none) nodefaults=(-nodefaults -serial mon:stdio); shift ;;
 	--) shift; extra=("$@"); break ;;
 	*) die "unknown argument $1" ;;
@@ -29,10 +30,28 @@ done
 need qemu-system-x86_64 qemu-system-x86
 need timeout coreutils
 
+# At most NBDBOOT_VM_SLOTS (default: the number of CPUs) guests at once on
+# this machine, whoever starts them: TCG guests on a shared core are slow
+# enough to trip the tests' deadlines.  Waiting for a slot is not counted
+# against --timeout.
+slots=${NBDBOOT_VM_SLOTS:-$(nproc)}
+lockdir=${NBDBOOT_CACHE:-$HOME/.cache/nbdboot}
+mkdir -p "$lockdir"
+got_slot() {
+	local i
+	for i in $(seq "$slots"); do
+		exec 8>"$lockdir/vm-slot.$i"
+		flock -n 8 && return 0
+		exec 8>&-
+	done
+	return 1
+}
+until got_slot; do sleep 0.5; done
+
 tree=$("$here/kernel.sh")
 kver=$(cat "$tree/kver")
 set +e
-timeout -k 5 "$timeout" qemu-system-x86_64 -accel tcg -cpu max -m 512 -nographic -no-reboot \
+timeout -k 5 "$timeout" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -nographic -no-reboot \
 	${nodefaults[@]+"${nodefaults[@]}"} \
 	-kernel "$tree/boot/vmlinuz-$kver" -initrd "$initrd" \
 	-append "console=ttyS0 panic=-1 $append" \

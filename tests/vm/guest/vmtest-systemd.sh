@@ -1,0 +1,42 @@
+#!/bin/bash
+# /usr/local/sbin/vmtest of the systemd test root (tests/vm/sysroot.sh), run by
+# vmtest.service after multi-user.target.  Prints, on the console:
+#   VMTEST root=DEV fstype=T options=O       what / is
+#   VMTEST times switch_root=S multi_user=S   guest seconds from kernel start
+#                                             (systemd's monotonic timestamps)
+#   VMTEST resident=PID:NAME,...              processes whose argv[0] starts with '@'
+#   VMTEST data ok SHA256 | VMTEST data FAILED ...
+# The data check writes 4 MiB of random bytes to /var/lib/vmtest/data (name
+# from vmtest.data=, default data), syncs, drops the page cache and reads it
+# back; the host reads the file from the image after shutdown and compares.
+# Then: systemctl poweroff (vmtest.halt=none leaves the machine running).
+set -u
+exec >/dev/console 2>&1
+say() { echo "VMTEST $*"; }
+arg() { local w; for w in $(cat /proc/cmdline); do case $w in "$1="*) echo "${w#*=}"; return ;; esac; done; echo "$2"; }
+mono() { # UNIT PROPERTY: a monotonic timestamp in seconds (3 decimals)
+	local us
+	us=$(systemctl show -P "$2" ${1:+"$1"} 2>/dev/null)
+	[ -n "$us" ] && [ "$us" != 0 ] && printf '%d.%03d' $((us / 1000000)) $((us % 1000000 / 1000)) || echo none
+}
+
+read -r dev mnt fstype opts _ < <(awk '$2 == "/"' /proc/mounts | tail -n1)
+say "root=$(readlink -f "$dev") fstype=$fstype options=$opts"
+sw=$(mono "" UserspaceTimestampMonotonic)
+say "times switch_root=$sw multi_user=$(mono multi-user.target ActiveEnterTimestampMonotonic) now=$(cut -d' ' -f1 /proc/uptime)"
+say "resident=$(ps -eo pid=,args= | awk '$2 ~ /^@/ { printf "%s%s:%s", n++ ? "," : "", $1, $2 }')"
+[ "$(arg vmtest.blame 0)" = 0 ] || systemd-analyze blame --no-pager 2>&1 | head -n 15 | sed "s/^/VMTEST blame /"
+
+name=$(arg vmtest.data data)
+mkdir -p /var/lib/vmtest
+f=/var/lib/vmtest/$name
+if head -c 4194304 /dev/urandom >"$f.tmp" && sync "$f.tmp" && mv "$f.tmp" "$f" && sync; then
+	sum=$(sha256sum <"$f" | cut -d' ' -f1)
+	echo 3 >/proc/sys/vm/drop_caches
+	back=$(sha256sum <"$f" | cut -d' ' -f1)
+	if [ "$sum" = "$back" ]; then say "data ok $sum"; else say "data FAILED wrote $sum read $back"; fi
+else
+	say "data FAILED could not write $f"
+fi
+sync
+[ "$(arg vmtest.halt poweroff)" = none ] || systemctl poweroff --no-block

@@ -1,0 +1,141 @@
+# shellcheck shell=bash
+# syslib.sh - the systemd-root harness, sourced after tests/lib.sh and
+# tests/vm/lib.sh by tests/vm/hooks.sh and bench/boot (not run directly).
+#
+# The root is tests/vm/sysroot.sh's Debian 12 tree (systemd as init, the
+# generators, Debian's nbd-client, the kernel's modules).  Initramfs images
+# are built inside it, as a user would on that system: sys_run runs a
+# command chrooted into a throwaway overlay of the tree, after `make install`
+# of this checkout into it (nbdboot, man page, dracut module,
+# initramfs-tools hook and script).  The image served is an ext4 filesystem
+# made from the tree (plain, or in partition 1 of an MBR table); each boot gets
+# a sparse copy.  After a boot the host checks the console (vmtest-systemd.sh's
+# VMTEST lines, systemd's shutdown, no I/O error), the image (e2fsck -fn) and
+# the data the guest wrote.
+#
+#   sys_init                     SYS_TREE, SYS_KVER; template images built once
+#   sys_run [--install] CMD      sh -c CMD chrooted into a fresh overlay of the
+#                                tree; host directory $SYS_OUT is /out inside
+#   sys_image flat|part          IMG = a fresh copy of the template image
+#   sys_boot INITRD APPEND...    boot it (SYS_TIMEOUT, default 240 s); console in
+#                                CON, log in $LOGDIR/$SYS_NAME.log, VM_RC
+#   sys_boot_start/sys_boot_wait the same in two halves (parallel boots)
+#   sys_booted DEV [flat|part]   the boot reached systemd with root DEV, wrote
+#                                and read back its data, powered off cleanly,
+#                                no I/O error; image clean with the data on it
+#   sys_times                    "switch_root=S multi_user=S" from the console
+# (no set -u: tests/lib.sh is not written for it)
+
+: "${SYS_TIMEOUT:=240}" "${SYS_MEM:=1024}"
+SYS_OUT=$TESTDIR/sysout
+
+sys_init() {
+	SYS_TREE=$("$here/sysroot.sh" 2>"$TESTDIR/sysroot.log") ||
+		{ echo "sysroot.sh failed: $(tail -n3 "$TESTDIR/sysroot.log")"; return 1; }
+	SYS_KVER=$(ls "$SYS_TREE/lib/modules" | head -n1)
+	SYS_CACHE=$(dirname "$SYS_TREE")
+	mkdir -p "$SYS_OUT"
+	_sys_template flat && _sys_template part
+}
+
+# _sys_template flat|part: the cached template image next to the tree.  The
+# filesystem is the tree as it is, 3 GiB, label nbdroot; "part" puts it in
+# partition 1 (from 1 MiB) of an MBR table.
+_sys_template() {
+	local t=$SYS_CACHE/$1.img size=3072
+	[ -f "$t" ] && return 0
+	rm -f "$t.tmp"
+	if [ "$1" = flat ]; then
+		mkfs.ext4 -q -F -L nbdroot -d "$SYS_TREE" "$t.tmp" "${size}M" >&2 || return 1
+	else
+		truncate -s $((size + 1))M "$t.tmp" &&
+			echo 'label: dos
+start=2048, type=83' | sfdisk -q "$t.tmp" >/dev/null &&
+			mkfs.ext4 -q -F -L nbdroot -E offset=1048576 -d "$SYS_TREE" "$t.tmp" "${size}M" >&2 || return 1
+	fi
+	mv "$t.tmp" "$t"
+}
+
+sys_image() {
+	IMG=$TESTDIR/sys-$1-${SYS_NAME:-img}.img
+	IMG_KIND=$1
+	cp --sparse=always "$SYS_CACHE/$1.img" "$IMG"
+}
+
+# sys_run [--install] CMD: in a private mount namespace, an overlay of the
+# tree (upper layer thrown away afterwards) with /proc, /sys, /dev and
+# $SYS_OUT (as /out) mounted; --install first runs this checkout's
+# `make install DESTDIR=<overlay>`.  Output goes to stdout/stderr.
+sys_run() {
+	local install=0 w
+	[ "$1" = --install ] && { install=1; shift; }
+	w=$(mktemp -d "$TESTDIR/overlay.XXXXXX")
+	mkdir -p "$w/upper" "$w/work" "$w/root"
+	unshare -m --propagation private /bin/bash -euc '
+		tree=$1 w=$2 out=$3 install=$4 src=$5 cmd=$6
+		mount -t overlay overlay -o "lowerdir=$tree,upperdir=$w/upper,workdir=$w/work" "$w/root"
+		mount -t proc proc "$w/root/proc"
+		mount --rbind /sys "$w/root/sys"
+		mount --rbind /dev "$w/root/dev"
+		mount -t tmpfs tmpfs "$w/root/tmp"
+		mount -t tmpfs tmpfs "$w/root/run"
+		mkdir -p "$w/root/out" && mount --bind "$out" "$w/root/out"
+		if [ "$install" = 1 ]; then
+			make -s -C "$src" install DESTDIR="$w/root" PREFIX=/usr >&2
+		fi
+		chroot "$w/root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root /bin/sh -c "$cmd"
+	' sys_run "$SYS_TREE" "$w" "$SYS_OUT" "$install" "$ROOT" "$1"
+	local rc=$?
+	rm -rf "$w"
+	return $rc
+}
+
+sys_boot_start() {
+	local initrd=$1
+	shift
+	LOG=$LOGDIR/${SYS_NAME:-sys}.log
+	: >"$LOG"
+	"$here/boot.sh" --initrd "$initrd" --timeout "$SYS_TIMEOUT" --mem "$SYS_MEM" --log "$LOG" \
+		--append "$*" >/dev/null 2>"$LOG.stderr" &
+	VM_PID=$!
+}
+sys_boot_wait() {
+	wait "$VM_PID"
+	VM_RC=$?
+	CON=$(tr -d '\r' <"$LOG")
+	[ "$VM_RC" != 124 ] || why "qemu killed at the ${SYS_TIMEOUT}s timeout"
+}
+sys_boot() { sys_boot_start "$@"; sys_boot_wait; }
+
+sys_con_has() {  # sys_con_has REGEX [WHAT]
+	grep -Eq -- "$1" <<<"$CON" && return 0
+	why "console lacks /$1/${2:+ ($2)}"
+	return 1
+}
+sys_con_lacks() {
+	local l
+	l=$(grep -Em1 -- "$1" <<<"$CON") || return 0
+	why "console has '$l'${2:+ ($2)}"
+	return 1
+}
+
+# I/O trouble on the console: the block layer, ext4, or the nbd driver
+SYS_IO_ERRORS='I/O error|EXT4-fs error|EXT4-fs warning|Buffer I/O|block nbd[0-9]+: (Connection timed out|Receive control failed|shutting down sockets|Dead connection)|Remounting filesystem read-only'
+
+sys_booted() {
+	local dev=$1 sum got src=$IMG
+	sys_con_has "^VMTEST root=$dev fstype=ext4 options=rw" "systemd runs on $dev, read-write" || return 1
+	sys_con_has '^VMTEST data ok [0-9a-f]{64}' 'the guest wrote and read back its data' || return 1
+	sys_con_has 'reboot: Power down' 'systemctl poweroff reached the end' || return 1
+	sys_con_lacks "$SYS_IO_ERRORS" 'no I/O error, before or during shutdown' || return 1
+	[ "$IMG_KIND" = part ] && src="$IMG?offset=1048576"
+	e2fsck -fn "$src" >"$TESTDIR/e2fsck.log" 2>&1 ||
+		{ why "e2fsck -fn finds the image unclean: $(grep -v '^Pass\|^e2fsck\|^$' "$TESTDIR/e2fsck.log" | head -n3 | tr '\n' ' ')"; return 1; }
+	sum=$(sed -n 's/^VMTEST data ok \([0-9a-f]*\).*/\1/p' <<<"$CON" | head -n1)
+	got=$(debugfs -R "cat /var/lib/vmtest/data" "$src" 2>/dev/null | sha256sum | cut -d' ' -f1)
+	[ "$got" = "$sum" ] || { why "the data on the image (sha256 $got) is not what the guest wrote ($sum)"; return 1; }
+}
+
+sys_times() {
+	sed -n 's/^VMTEST times \(switch_root=[0-9.a-z]* multi_user=[0-9.a-z]*\).*/\1/p' <<<"$CON" | head -n1
+}
