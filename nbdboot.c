@@ -801,6 +801,22 @@ static int option_word(struct nbd_config *cfg, int argc, char **argv, int *i)
 	return 0;
 }
 
+/* TLS at boot needs no further words: when TLS is asked for and the
+ * command line names no CA (or no client certificate and key), the files
+ * the initramfs hooks install are used, if present (NBD_TLS_DIR). */
+static void tls_default_files(struct nbd_config *cfg)
+{
+	if (!cfg->tls)
+		return;
+	if (!cfg->cacert[0] && access(NBD_TLS_CA, R_OK) == 0)
+		memcpy(cfg->cacert, NBD_TLS_CA, sizeof NBD_TLS_CA);
+	if (!cfg->cert[0] && !cfg->key[0] && access(NBD_TLS_CERT, R_OK) == 0 &&
+	    access(NBD_TLS_KEY, R_OK) == 0) {
+		memcpy(cfg->cert, NBD_TLS_CERT, sizeof NBD_TLS_CERT);
+		memcpy(cfg->key, NBD_TLS_KEY, sizeof NBD_TLS_KEY);
+	}
+}
+
 static void config_defaults(struct nbd_config *cfg)
 {
 	memset(cfg, 0, sizeof *cfg);
@@ -840,6 +856,7 @@ int nbd_parse_args(struct nbd_config *cfg, int argc, char **argv)
 		if (set_host(cfg, h, strlen(h)))
 			return -1;
 	}
+	tls_default_files(cfg);
 	return nbd_config_check(cfg);
 }
 
@@ -860,7 +877,8 @@ int nbd_config_check(const struct nbd_config *cfg)
 	if ((cfg->cert[0] || cfg->key[0] || cfg->tlshostname[0] || cfg->tls_proxy) && !cfg->tls)
 		return fail_usage("TLS options given without --tls (or an nbds:// URI)");
 	if (cfg->tls && !cfg->cacert[0] && needs_server)
-		return fail_usage("TLS needs the CA certificates to check the server: --cacert FILE");
+		return fail_usage("TLS needs the CA certificates to check the server: --cacert FILE"
+				  " (or " NBD_TLS_CA ")");
 	if (cfg->print_env && cfg->mode != MODE_CMDLINE)
 		return fail_usage("--print-env goes with --cmdline");
 	if ((cfg->mode == MODE_CHECK || cfg->mode == MODE_DISCONNECT) && !cfg->device[0])
@@ -1886,7 +1904,8 @@ static int tls_prepare(const struct nbd_config *cfg, int64_t deadline)
 {
 	if (!tls.loaded) {
 		if (!cfg->cacert[0])
-			return fail_usage("TLS needs the CA certificates to check the server: --cacert FILE");
+			return fail_usage("TLS needs the CA certificates to check the server: --cacert FILE"
+				  " (or " NBD_TLS_CA ")");
 		if (load_pem(cfg->cacert, PEM_ANCHORS))
 			return -1;
 		tls.loaded = true;
@@ -3811,6 +3830,7 @@ static int run_cmdline(struct nbd_config *cfg)
 	if (read_cmdline(cfg->cmdline_file[0] ? cfg->cmdline_file : "/proc/cmdline", text,
 			 sizeof text) || nbd_parse_cmdline(cfg, text))
 		return -1;
+	tls_default_files(cfg);
 	if (nbd_config_check(cfg))
 		return -1;
 	if (cfg->print_env)

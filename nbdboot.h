@@ -295,6 +295,11 @@ struct ktls_info {
 #define NBD_HOST_MAX    255
 #define NBD_PORT_MAX    5
 #define NBD_PATH_MAX    4095
+/* TLS files used when the command line names none (the hooks install them) */
+#define NBD_TLS_DIR  "/etc/nbdboot"
+#define NBD_TLS_CA   NBD_TLS_DIR "/ca.pem"
+#define NBD_TLS_CERT NBD_TLS_DIR "/cert.pem"
+#define NBD_TLS_KEY  NBD_TLS_DIR "/key.pem"
 #define NBD_UNIX_MAX    107 /* sun_path less the NUL */
 #define NBD_DEVICE_MAX  63
 #define NBD_INDEX_MAX   1048575 /* /dev/nbdN and partitions: within the kernel's minors */

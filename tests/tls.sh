@@ -358,7 +358,7 @@ end_test
 begin "usage: --tls without --cacert is exit 2 (there is no silent insecure mode)"
 run_nbdboot --probe localhost "$P" --tls
 expect_rc 2
-expect_err '^nbdboot: TLS needs the CA certificates to check the server: --cacert FILE$'
+expect_err '^nbdboot: TLS needs the CA certificates to check the server: --cacert FILE \\(or /etc/nbdboot/ca.pem\\)$'
 expect_no_out '^size:'
 end_test
 
