@@ -96,7 +96,7 @@ sys_boot_start() {
 	LOG=$LOGDIR/${SYS_NAME:-sys}.log
 	: >"$LOG"
 	"$here/boot.sh" --initrd "$initrd" --timeout "$SYS_TIMEOUT" --mem "$SYS_MEM" --log "$LOG" \
-		--append "$*" >/dev/null 2>"$LOG.stderr" &
+		--append "$*" -- -vga none >/dev/null 2>"$LOG.stderr" &
 	VM_PID=$!
 }
 sys_boot_wait() {

@@ -25,7 +25,6 @@ say "root=$(readlink -f "$dev") fstype=$fstype options=$opts"
 sw=$(mono "" UserspaceTimestampMonotonic)
 say "times switch_root=$sw multi_user=$(mono multi-user.target ActiveEnterTimestampMonotonic) now=$(cut -d' ' -f1 /proc/uptime)"
 say "resident=$(ps -eo pid=,args= | awk '$2 ~ /^@/ { printf "%s%s:%s", n++ ? "," : "", $1, $2 }')"
-[ "$(arg vmtest.blame 0)" = 0 ] || systemd-analyze blame --no-pager 2>&1 | head -n 15 | sed "s/^/VMTEST blame /"
 
 name=$(arg vmtest.data data)
 mkdir -p /var/lib/vmtest
