@@ -223,7 +223,7 @@ tls_refused() {  # tls_refused NAME ARGS...
 	shift
 	run_nbdboot --probe "$@"
 	expect_rc 2
-	expect_err '^nbdboot: TLS needs the CA certificates to check the server: --cacert FILE \\(or /etc/nbdboot/ca.pem\\)$'
+	expect_err '^nbdboot: TLS needs the CA certificates to check the server: --cacert FILE \(or /etc/nbdboot/ca\.pem\)$'
 	expect_no_out '^size:'
 	end_test
 }

@@ -358,7 +358,7 @@ end_test
 begin "usage: --tls without --cacert is exit 2 (there is no silent insecure mode)"
 run_nbdboot --probe localhost "$P" --tls
 expect_rc 2
-expect_err '^nbdboot: TLS needs the CA certificates to check the server: --cacert FILE \\(or /etc/nbdboot/ca.pem\\)$'
+expect_err '^nbdboot: TLS needs the CA certificates to check the server: --cacert FILE \(or /etc/nbdboot/ca\.pem\)$'
 expect_no_out '^size:'
 end_test
 
@@ -533,6 +533,48 @@ expect_refusal "^nbdboot: TLS: the server asked for our client certificate, then
 
 end_test
 
+# The files the initramfs hooks install: with no CA (or certificate and
+# key) on the command line, /etc/nbdboot/ca.pem (cert.pem + key.pem) are
+# used.  Run in a private mount namespace whose /etc is a tmpfs holding only
+# etc/nbdboot, so the host's /etc is not touched (needs root for unshare -m;
+# no /etc/hosts there, hence 127.0.0.1 and -H).
+# etc_nbdboot FILE:NAME...: a wrapper running nbdboot with those files there.
+etc_nbdboot() {
+	local d=$TESTDIR/etc-nbdboot.$RANDOM f
+	mkdir -p "$d"
+	for f in "$@"; do cp "${f%%:*}" "$d/${f##*:}"; done
+	printf '#!/bin/sh\nexec unshare -m sh -c '"'"'mount -t tmpfs tmpfs /etc && cp -r "$0" /etc/nbdboot && exec "$@"'"'"' %s %s "$@"\n' \
+		"$d" "$NBDBOOT" >"$d.sh"
+	chmod +x "$d.sh"
+	echo "$d.sh"
+}
+if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
+	begin "default TLS files: /etc/nbdboot/ca.pem, cert.pem and key.pem, nothing on the command line"
+	NBDBOOT=$(etc_nbdboot "$PKI/ca.pem:ca.pem" "$PKI/client.pem:cert.pem" "$PKI/client-key.pem:key.pem") \
+		run_nbdboot --probe "nbds://127.0.0.1:$PORT/" -H localhost
+	expect_tls_probe $MIB10
+	end_test
+
+	begin "default TLS files: only /etc/nbdboot/ca.pem, the server wants a client certificate: refused"
+	NBDBOOT=$(etc_nbdboot "$PKI/ca.pem:ca.pem") T_LIMIT=5 run_nbdboot --probe "nbds://127.0.0.1:$PORT/" -H localhost
+	expect_refusal "^nbdboot: TLS: .*client certificate"
+	end_test
+
+	begin "default TLS files: --cacert on the command line wins over /etc/nbdboot/ca.pem"
+	NBDBOOT=$(etc_nbdboot "$PKI/other-ca.pem:ca.pem" "$PKI/client.pem:cert.pem" "$PKI/client-key.pem:key.pem") \
+		run_nbdboot --probe "nbds://127.0.0.1:$PORT/" -H localhost --cacert "$PKI/ca.pem"
+	expect_tls_probe $MIB10
+	end_test
+
+	begin "default TLS files: /etc/nbdboot/ca.pem from another CA: refused as untrusted"
+	NBDBOOT=$(etc_nbdboot "$PKI/other-ca.pem:ca.pem" "$PKI/client.pem:cert.pem" "$PKI/client-key.pem:key.pem") \
+		T_LIMIT=5 run_nbdboot --probe "nbds://127.0.0.1:$PORT/" -H localhost
+	expect_refusal "^nbdboot: TLS: .*(not trusted|unknown|CA).*/etc/nbdboot/ca\\.pem"
+	end_test
+else
+	skip "default TLS files in /etc/nbdboot" "needs root and unshare -m"
+fi
+
 begin "nbdkit --tls-verify-peer: client key that does not match the certificate"
 T_LIMIT=5 run_nbdboot --probe localhost "$PORT" --tls --cacert "$PKI/ca.pem" --cert "$PKI/client.pem" --key "$PKI/client-rsa-key.pem"
 expect_refusal "^nbdboot: TLS: the server asked for our client certificate, then ended the handshake: it does not accept .*/client\.pem"
@@ -549,7 +591,7 @@ expect_refusal '^nbdboot: server refused STARTTLS by policy: refusing to continu
 end_test
 
 begin "plain nbdkit refusal: nbds://"
-T_LIMIT=5 run_nbdboot --probe "nbds://localhost:$PORT/" --cacert "$PKI/ca.pem"
+T_LIMIT=5 run_nbdboot --probe "nbds://127.0.0.1:$PORT/" -H localhost --cacert "$PKI/ca.pem"
 expect_refusal '^nbdboot: server refused STARTTLS by policy: refusing to continue without TLS$'
 end_test
 stop_server
