@@ -44,16 +44,20 @@ sys_init() {
 _sys_template() {
 	local t=$SYS_CACHE/$1.img size=3072
 	[ -f "$t" ] && return 0
-	rm -f "$t.tmp"
+	exec 7>"$SYS_CACHE/.$1.lock"
+	flock -w 600 7 || return 1
+	[ -f "$t" ] && { exec 7>&-; return 0; }  # made while we waited
+	rm -f "$t.$$.tmp"
 	if [ "$1" = flat ]; then
-		mkfs.ext4 -q -F -L nbdroot -d "$SYS_TREE" "$t.tmp" "${size}M" >&2 || return 1
+		mkfs.ext4 -q -F -L nbdroot -d "$SYS_TREE" "$t.$$.tmp" "${size}M" >&2 || return 1
 	else
-		truncate -s $((size + 1))M "$t.tmp" &&
+		truncate -s $((size + 1))M "$t.$$.tmp" &&
 			echo 'label: dos
-start=2048, type=83' | sfdisk -q "$t.tmp" >/dev/null &&
-			mkfs.ext4 -q -F -L nbdroot -E offset=1048576 -d "$SYS_TREE" "$t.tmp" "${size}M" >&2 || return 1
+start=2048, type=83' | sfdisk -q "$t.$$.tmp" >/dev/null &&
+			mkfs.ext4 -q -F -L nbdroot -E offset=1048576 -d "$SYS_TREE" "$t.$$.tmp" "${size}M" >&2 || return 1
 	fi
-	mv "$t.tmp" "$t"
+	mv "$t.$$.tmp" "$t"
+	exec 7>&-
 }
 
 sys_image() {
