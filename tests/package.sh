@@ -53,7 +53,7 @@ mkdir -p "$SRC/build"
 	while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
 	tar --null -cf - -T -) | tar -xf - -C "$SRC" || prep_fail "could not copy the checkout"
 [ -e "$ROOT/build/bearssl" ] && cp -a "$ROOT/build/bearssl" "$SRC/build/"
-git -C "$SRC" init -q && git -C "$SRC" add -A &&
+git -C "$SRC" -c init.defaultBranch=main init -q && git -C "$SRC" add -A &&
 	git -C "$SRC" -c user.name=test -c user.email=test@invalid commit -qm copy ||
 	prep_fail "could not make the copy a git repository"
 
@@ -156,11 +156,11 @@ done
 end_test
 
 begin "package: lintian reports no error or warning (source package and .deb)"
-(cd "$BUILDS" && dpkg-source -b "nbdboot-$VERSION") >"$LOGDIR/source.log" 2>&1 ||
+(cd "$BUILDS" && timeout 120 dpkg-source -b "nbdboot-$VERSION") >"$LOGDIR/source.log" 2>&1 ||
 	why "dpkg-source -b failed: $(tail -n2 "$LOGDIR/source.log" | tr '\n' ' ')"
-tar -tJf "$BUILDS/nbdboot_$VERSION.tar.xz" 2>/dev/null | grep -E '/(build|\.git)/' | head -n3 |
-	while read -r f; do why "the source package has $f"; done
-lintian --fail-on error,warning "$BUILDS/nbdboot_$VERSION.dsc" "$BUILDS/nbdboot_${VERSION}_$ARCH.changes" \
+junk=$(tar -tJf "$BUILDS/nbdboot_$VERSION.tar.xz" 2>/dev/null | grep -E '/(build|\.git)/' | head -n3)
+[ -z "$junk" ] || why "the source package has $(_flat "$junk")"
+timeout 300 lintian --fail-on error,warning "$BUILDS/nbdboot_$VERSION.dsc" "$BUILDS/nbdboot_${VERSION}_$ARCH.changes" \
 	>"$LOGDIR/lintian.log" 2>&1 || why "lintian: $(_flat "$(grep -E '^[EW]:' "$LOGDIR/lintian.log")")"
 end_test
 
@@ -170,7 +170,7 @@ end_test
 begin "package: built from the bare source package (BearSSL fetched from the archive), the same .deb bit for bit"
 CLEAN=$TESTDIR/clean
 mkdir -p "$CLEAN"
-if ! (cd "$CLEAN" && dpkg-source -x "$BUILDS/nbdboot_$VERSION.dsc") >"$LOGDIR/clean-build.log" 2>&1; then
+if ! (cd "$CLEAN" && timeout 120 dpkg-source -x "$BUILDS/nbdboot_$VERSION.dsc") >"$LOGDIR/clean-build.log" 2>&1; then
 	why "dpkg-source -x failed"
 elif ! (cd "$CLEAN/nbdboot-$VERSION" && [ ! -e build ] && timeout 900 dpkg-buildpackage -b -us -uc) \
 	>>"$LOGDIR/clean-build.log" 2>&1; then
@@ -192,14 +192,14 @@ section() { sed -n "/^== $1\$/,/^== /{/^== /d;p}" <<<"$RUN_OUT"; }
 
 begin "test root: dpkg -i installs it (no trigger processed without a generator package), dracut lists its module ($DRACUT_MOD), dpkg -r and -P leave nothing"
 RUN_OUT=$(sys_run "
-	echo '== install'; dpkg -i /out/$DEB 2>&1; echo \"rc=\$?\"
+	echo '== install'; timeout 300 dpkg -i /out/$DEB 2>&1; echo \"rc=\$?\"
 	echo '== status'; dpkg-query -W -f='\${Status}\n' nbdboot
 	echo '== version'; nbdboot -V
 	dpkg -L nbdboot | grep -vx /. >/tmp/files
 	echo '== missing'; while read -r f; do [ -e \"\$f\" ] || echo \"\$f\"; done </tmp/files
-	echo '== dracut'; dracut --list-modules --kver $SYS_KVER 2>&1
-	echo '== remove'; dpkg -r nbdboot 2>&1; echo \"rc=\$?\"
-	echo '== purge'; dpkg -P nbdboot 2>&1; echo \"rc=\$?\"
+	echo '== dracut'; timeout 120 dracut --list-modules --kver $SYS_KVER 2>&1
+	echo '== remove'; timeout 300 dpkg -r nbdboot 2>&1; echo \"rc=\$?\"
+	echo '== purge'; timeout 300 dpkg -P nbdboot 2>&1; echo \"rc=\$?\"
 	echo '== after'; dpkg-query -W -f='\${Status}\n' nbdboot 2>&1; ls /var/lib/dpkg/info/ | grep '^nbdboot\.'
 	echo '== left'; while read -r f; do [ -e \"\$f\" ] && ! dpkg -S \"\$f\" >/dev/null 2>&1 && echo \"\$f\"; done </tmp/files
 	echo '== end'" 2>&1)
@@ -226,7 +226,7 @@ end_test
 # to make (initramfs-tools: MODULES=list, gzip; dracut: the base module only,
 # uncompressed): that a rebuild happens is what is checked.
 mkdir -p "$SYS_OUT/debs"
-(cd "$SYS_OUT/debs" && apt-get -q -o APT::Sandbox::User=root download \
+(cd "$SYS_OUT/debs" && timeout 300 apt-get -q -o APT::Sandbox::User=root download \
 	initramfs-tools initramfs-tools-core linux-base dracut dracut-core) >"$LOGDIR/download.log" 2>&1 ||
 	prep_fail "apt-get download of the generator packages failed: $(tail -n2 "$LOGDIR/download.log")"
 IMG=/boot/initrd.img-$SYS_KVER
@@ -239,20 +239,20 @@ trigger_run() {
 		exec 2>&1
 		echo '== setup'; { $2; } >/tmp/setup.log 2>&1 || { cat /tmp/setup.log; echo 'setup failed'; }
 		echo '== before'; stat -c '%i %y' $IMG
-		echo '== install'; dpkg -i /out/$DEB; echo \"rc=\$?\"
+		echo '== install'; timeout 300 dpkg -i /out/$DEB; echo \"rc=\$?\"
 		echo '== installed'; stat -c '%i %y' $IMG
-		echo '== remove'; dpkg -r nbdboot; echo \"rc=\$?\"
+		echo '== remove'; timeout 300 dpkg -r nbdboot; echo \"rc=\$?\"
 		echo '== removed'; stat -c '%i %y' $IMG
 		echo '== end'" >"$LOGDIR/trigger-$1.log" 2>&1
 }
 trigger_run initramfs-tools "
-	dpkg -i /out/debs/linux-base_*.deb /out/debs/initramfs-tools-core_*.deb /out/debs/initramfs-tools_*.deb &&
+	timeout 300 dpkg -i /out/debs/linux-base_*.deb /out/debs/initramfs-tools-core_*.deb /out/debs/initramfs-tools_*.deb &&
 	sed -i 's/^MODULES=.*/MODULES=list/; s/^COMPRESS=.*/COMPRESS=gzip/' /etc/initramfs-tools/initramfs.conf &&
-	update-initramfs -c -k $SYS_KVER" &
+	timeout 300 update-initramfs -c -k $SYS_KVER" &
 PID_IT=$!
 trigger_run dracut "
 	printf 'dracutmodules=\" base \"\nadd_dracutmodules=\"\"\nhostonly=no\ncompress=cat\n' >/etc/dracut.conf.d/90-small.conf &&
-	dpkg -i /out/debs/dracut-core_*.deb /out/debs/dracut_*.deb && test -s $IMG" &
+	timeout 300 dpkg -i /out/debs/dracut-core_*.deb /out/debs/dracut_*.deb && test -s $IMG" &
 PID_DR=$!
 wait "$PID_IT" "$PID_DR"
 
@@ -262,7 +262,7 @@ check_trigger() {
 	local before
 	before=$(section before)
 	grep -q 'setup failed' <<<"$(section setup)" && { why "setup: $(_flat "$(section setup)")"; return; }
-	[ -n "$before" ] || { why "no $IMG after the setup"; return; }
+	grep -q '^[0-9]' <<<"$before" || { why "no $IMG after the setup: $(_flat "$before")"; return; }
 	for step in install:installed remove:removed; do
 		local s=${step%%:*} after rebuilt=no proc=no
 		after=$(section "${step#*:}")
