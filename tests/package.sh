@@ -11,8 +11,8 @@
 # Then: the version (nbdboot -V = debian/changelog = the .deb), the contents
 # (every file `make install` installs, with its mode, and only Debian's docs
 # besides), a static binary that negotiates TLS, the update-initramfs trigger,
-# lintian, and a build from the bare source package (BearSSL fetched) that
-# gives the same .deb.  Then in the Debian 12 test root (tests/vm/syslib.sh,
+# lintian, and a build from the bare source package (BearSSL fetched; in the
+# background meanwhile) that gives the same .deb.  Then in the Debian 12 test root (tests/vm/syslib.sh,
 # a throwaway overlay each): dpkg -i, dracut --list-modules, dpkg -r and -P;
 # and with initramfs-tools, then dracut, installed: installing and removing
 # nbdboot makes them rebuild the initramfs when the package carries files for
@@ -164,22 +164,16 @@ timeout 300 lintian --fail-on error,warning "$BUILDS/nbdboot_$VERSION.dsc" "$BUI
 	>"$LOGDIR/lintian.log" 2>&1 || why "lintian: $(_flat "$(grep -E '^[EW]:' "$LOGDIR/lintian.log")")"
 end_test
 
-# ==== From the bare source package =============================================
+# ==== From the bare source package: started now, checked at the end ==========
 # The source package has no build/: the Makefile fetches BearSSL's source.
-
-begin "package: built from the bare source package (BearSSL fetched from the archive), the same .deb bit for bit"
+# (timeout makes its own process group, which lib.sh kills on exit.)
 CLEAN=$TESTDIR/clean
 mkdir -p "$CLEAN"
-if ! (cd "$CLEAN" && timeout 120 dpkg-source -x "$BUILDS/nbdboot_$VERSION.dsc") >"$LOGDIR/clean-build.log" 2>&1; then
-	why "dpkg-source -x failed"
-elif ! (cd "$CLEAN/nbdboot-$VERSION" && [ ! -e build ] && timeout 900 dpkg-buildpackage -b -us -uc) \
-	>>"$LOGDIR/clean-build.log" 2>&1; then
-	why "dpkg-buildpackage failed: $(tail -n3 "$LOGDIR/clean-build.log" | tr '\n' ' ')"
-elif ! cmp -s "$CLEAN/$DEB" "$BUILDS/$DEB"; then
-	a=$(dpkg-deb -f "$CLEAN/$DEB" Static-Built-Using)
-	why "the two .debs differ (Static-Built-Using: $a, from the cache: $(field Static-Built-Using))"
-fi
-end_test
+timeout 900 bash -c 'cd "$1" && dpkg-source -x "$2" && cd "nbdboot-$3" && [ ! -e build ] &&
+	dpkg-buildpackage -b -us -uc' clean-build "$CLEAN" "$BUILDS/nbdboot_$VERSION.dsc" "$VERSION" \
+	>"$LOGDIR/clean-build.log" 2>&1 </dev/null &
+CLEAN_PID=$!
+_PGRPS+=("$CLEAN_PID")
 
 # ==== In the Debian 12 test root ===============================================
 # sys_run without --install: the package puts the files there.
@@ -281,6 +275,14 @@ end_test
 
 begin "test root with dracut: dpkg -i and dpkg -r rebuild the initramfs ($GEN)"
 check_trigger dracut dracut
+end_test
+
+begin "package: built from the bare source package (BearSSL fetched from the archive), the same .deb bit for bit"
+if ! wait "$CLEAN_PID"; then
+	why "dpkg-source -x and dpkg-buildpackage -b failed: $(tail -n3 "$LOGDIR/clean-build.log" | tr '\n' ' ')"
+elif ! cmp -s "$CLEAN/$DEB" "$BUILDS/$DEB"; then
+	why "the two .debs differ (Static-Built-Using: $(dpkg-deb -f "$CLEAN/$DEB" Static-Built-Using), from the cache: $(field Static-Built-Using))"
+fi
 end_test
 
 finish
