@@ -4,6 +4,7 @@
 #   make NBDBOOT_TLS=0    the same program without TLS
 #   make check            install test dependencies (as root), build, run all tests
 #   make fuzz             run each libFuzzer target for FUZZ_SECONDS (default 60)
+#   make deb              the Debian package, ../nbdboot_VERSION_ARCH.deb (debian/)
 #
 # BearSSL: Debian's libbearssl-dev ships a libbearssl.a compiled against glibc
 # with _FORTIFY_SOURCE, so it needs __memcpy_chk and friends, which musl does
@@ -54,9 +55,9 @@ endif
 # Debian 12 packages the tests need; `make deps` installs the missing ones.
 DEPS := musl-tools gcc libc6-dev make xz-utils ca-certificates nbdkit nbd-server qemu-utils \
         qemu-system-x86 busybox-static cpio e2fsprogs fdisk kmod openssl perl \
-        clang libclang-rt-14-dev
+        clang libclang-rt-14-dev debhelper lintian
 
-.PHONY: all check deps demo bench clean distclean fuzz fuzz-build install uninstall
+.PHONY: all check deps demo bench clean deb distclean fuzz fuzz-build install uninstall
 all: nbdboot
 
 nbdboot: nbdboot.c nbdboot.h $(TLS_DEPS) $(BUILD)/config.tls$(NBDBOOT_TLS)
@@ -155,6 +156,19 @@ bench: deps
 	bench/attach
 	bench/tls
 	bench/storm
+
+# The Debian package, built as Debian builds it (debian/rules runs this
+# Makefile; BearSSL's source is fetched into build/bearssl as above, once).
+# dpkg-buildpackage puts the .deb, .buildinfo and .changes next to the tree;
+# the tree is cleaned afterwards.  As root, missing build dependencies
+# (debian/control) are installed first; otherwise dpkg-buildpackage names them.
+deb:
+	@if [ "$$(id -u)" = 0 ] && ! dpkg-checkbuilddeps >/dev/null 2>&1; then \
+		echo "make: installing the build dependencies (apt-get build-dep ./)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get build-dep -q -y ./ >/dev/null; fi
+	dpkg-buildpackage -b -us -uc
+	debian/rules clean >/dev/null
+	@echo "make: built $$(cd .. && pwd)/nbdboot_$$(dpkg-parsechangelog -SVersion)_$$(dpkg --print-architecture).deb"
 
 clean:
 	rm -f nbdboot $(BUILD)/unit $(BUILD)/unit-asan $(BUILD)/nbdboot-asan $(BUILD)/results.txt

@@ -29,6 +29,7 @@ suite "interop (ASan+UBSan binary)" env NBDBOOT=build/nbdboot-asan tests/interop
 suite "tls (static binary)" tests/tls.sh
 suite "tls (ASan+UBSan binary)" env NBDBOOT=build/nbdboot-asan tests/tls.sh
 suite "storm (static binary)" tests/storm.sh
+suite "Debian package (dpkg-buildpackage, lintian, dpkg in the test root)" tests/package.sh
 suite "fuzz (libFuzzer, 20 s each)" tests/fuzz/run.sh 20
 if [ -x tests/vm/scenarios.sh ] && [ "${NBDBOOT_SKIP_VM:-0}" != 1 ]; then
 	suite "real kernel under qemu" tests/vm/scenarios.sh
