@@ -4,7 +4,9 @@
 #
 # Usage: tests/vm/sysroot.sh          (progress on stderr, path on stdout)
 # Built from the archive with mmdebstrap (minbase, no recommends) plus
-# systemd-sysv, udev, the initramfs generators (dracut-core, dracut-network,
+# systemd-sysv, udev, dbus (which systemd recommends: without it dracut's
+# network module, which picks systemd-networkd on such a system, cannot be
+# built), the initramfs generators (dracut-core, dracut-network,
 # initramfs-tools-core with busybox), Debian's nbd-client (the reference) and
 # what the test unit uses; the kernel of tests/vm/kernel.sh is unpacked into
 # /boot and /lib/modules, as its package would put it.  The test unit
@@ -13,8 +15,9 @@
 # powers the machine off with systemctl.  A fixed machine-id, no getty and
 # root's password unset keep the boots alike.
 # Cache: ${NBDBOOT_CACHE:-$HOME/.cache/nbdboot}/sysroot/KEY/root, KEY being a
-# hash of this script, the test unit and the kernel package; stale trees are
-# removed.  Needs root (mmdebstrap, chroot).
+# hash of this script, the test unit and the kernel package.  Trees of other
+# keys are left alone (another checkout may be using one); remove them with
+# rm -rf when done.  Needs root (mmdebstrap, chroot).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -34,12 +37,11 @@ mkdir -p "$base"
 exec 9>"$base/.lock"
 flock -w 1800 9 || die "timed out waiting for $base/.lock"
 [ -f "$base/$key/.stamp" ] && { echo "$tree"; exit 0; }
-for old in "$base"/*/; do [ "$old" = "$base/$key/" ] || rm -rf "$old"; done
 rm -rf "$base/$key"
 mkdir -p "$base/$key"
 
 say "building a Debian 12 root with systemd in $tree (mmdebstrap, a few minutes)"
-pkgs=systemd-sysv,udev,kmod,iproute2,procps,e2fsprogs,busybox,dracut-core,dracut-network
+pkgs=systemd-sysv,udev,dbus,kmod,iproute2,procps,e2fsprogs,busybox,dracut-core,dracut-network
 pkgs=$pkgs,initramfs-tools-core,nbd-client,isc-dhcp-client,iputils-arping,cpio,zstd
 timeout 1800 mmdebstrap --variant=minbase --include="$pkgs" \
 	--aptopt='APT::Install-Recommends "false"' \
