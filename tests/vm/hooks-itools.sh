@@ -16,7 +16,7 @@
 # The root has Debian's nbd-client, so its hook and nbd boot script take part.
 #
 #   0 the images: std has nbdboot, nbd, tls and the kTLS ciphers, the NIC
-#     driver, the three TLS files, nbdboot's local-top script and not
+#     driver, the three TLS files, nbdboot's two scripts and not
 #     Debian's (one NBD root script); the hook warned that the key is in a
 #     world-readable image; dropin keeps Debian's script, ordered before
 #     nbdboot's
@@ -25,7 +25,8 @@
 # image, no I/O error), two at a time:
 #   1 nbd-server (default export), Debian's nbdroot=10.0.2.2,PORT,nbd0
 #     root=/dev/nbd0 ip=dhcp rw: one attach, by nbdboot's script (Debian's
-#     never ran); ipconfig's first round got the lease (the link was up)
+#     never ran); ipconfig's first round got the lease (init-premount/nbdboot
+#     had brought the link up; so in 2, 3, 4 and 6 too)
 #   2 qemu-nbd, partitioned image: nbdroot=10.0.2.2:PORT/part root=/dev/nbd0p1
 #     (DHCP without ip=)
 #   3 TLS: nbdkit --tls=require --tls-verify-peer (tests/pki.sh), root=nbds://
@@ -44,8 +45,8 @@
 #     root is mounted noatime)
 # Boot of dropin.img:
 #   4 Debian's nbd script with NBDCLIENT=/sbin/nbdboot (the drop-in), nbd-server,
-#     nbdroot=10.0.2.2:PORT/rootfs root=/dev/nbd0: Debian's script ran and
-#     nbdboot attached once; nbdboot's script stepped aside
+#     nbdroot=10.0.2.2:PORT/rootfs root=/dev/nbd0 ip=dhcp: Debian's script ran
+#     and nbdboot attached once; nbdboot's local-top script stepped aside
 # Reference, only when asked for ("7"):
 #   7 the root's own initramfs (no nbdboot installed): Debian's script with
 #     nbd-client, as 1 but nbdroot=10.0.2.2:PORT/rootfs; for the boot times
@@ -112,8 +113,7 @@ wait "$b2" || prep_fail "mkinitramfs (dropin) failed: $(tail -n3 "$TESTDIR/dropi
 [ "$ref_ok" = 1 ] || prep_fail "mkinitramfs (ref) failed: $(tail -n3 "$TESTDIR/ref.build.log")"
 echo "itools: images built in $(($(date +%s) - tb)) s ($(du -m "$SYS_OUT/std.img" | cut -f1) MB)"
 
-# Every boot's root image is copied now: sysroot.sh removes a cache it does
-# not own, so nothing is read from the cache once the boots start.
+# Every boot's root image is copied now, before the boots start.
 declare -A IMGS KINDS
 for n in 1 2 3 4 5 6 7; do
 	wanted "$n" || continue
@@ -210,6 +210,7 @@ check_4() {
 	sys_booted /dev/nbd0
 	sys_con_has "$DEBIAN_RAN" "Debian's nbd script ran"
 	sys_con_has '^nbdboot: attached 10\.0\.2\.2:[0-9]+ export rootfs to /dev/nbd0 ' 'nbdboot attached as its client'
+	sys_con_lacks "$IPCONFIG_RETRY" "ipconfig's first round got the lease (init-premount/nbdboot)"
 	[ "$(grep -c '^nbdboot: ' <<<"$CON")" = 1 ] || why "more than one nbdboot line (a second attach?): $(grep '^nbdboot: ' <<<"$CON" | tr '\n' '|')"
 }
 
@@ -231,12 +232,16 @@ check_5b() {
 	failed_boot 'unable to connect to 10\.0\.2\.2:[0-9]+: Connection refused \(gave up after 5 s'
 }
 # kill_when_failed: in the background, once the console shows the end of a
-# failed boot (our panic, or initramfs-tools' own wait for the root) or after
-# 120 s, stop qemu (the timeout(1) that boot.sh runs it under passes the
-# signal on)
+# failed boot (our panic, or initramfs-tools' own wait for the root), or 120 s
+# after qemu started (boot.sh may first wait for a VM slot), stop qemu: the
+# timeout(1) that boot.sh runs it under passes the signal on
 kill_when_failed() {
 	local log=$LOG vm=$VM_PID
 	(
+		while [ ! -s "$log" ]; do
+			kill -0 "$vm" 2>/dev/null || exit 0
+			sleep 0.5
+		done
 		for _ in $(seq 240); do
 			grep -aEq "$OUR_PANIC|Waiting for root file system|ALERT!" "$log" && break
 			kill -0 "$vm" 2>/dev/null || exit 0
@@ -246,6 +251,7 @@ kill_when_failed() {
 		t=$(pgrep -P "$vm" -x timeout) && kill -TERM $t
 	) &
 	track $!
+	disown $! # no "Terminated" if the cleanup ends it
 }
 # failed_boot REASON: nbdboot's reason, then our panic; nothing attached, no
 # wait for the root device and no "ALERT!"
@@ -292,7 +298,7 @@ if wanted 0; then
 	begin "itools 0: what the hook put in the images"
 	f=$SYS_OUT/std.files
 	for p in /usr/sbin/nbdboot /etc/nbdboot/ca.pem /etc/nbdboot/cert.pem /etc/nbdboot/key.pem \
-		/scripts/local-top/nbdboot; do
+		/scripts/local-top/nbdboot /scripts/init-premount/nbdboot; do
 		has_line "$f" "^$p\$" "std has $p"
 	done
 	for m in nbd tls gcm ghash-clmulni-intel ctr aesni-intel chacha20poly1305 e1000; do
@@ -316,8 +322,10 @@ run_check() { # run_check BOOT: judge a finished boot
 	LOG=${LOGS[$b]} IMG=${IMGS[$n]} IMG_KIND=${KINDS[$n]}
 	[ -n "$CON" ] || why "no boot: the console is empty"
 	"check_$b"
-	print_times
-	if ! end_test; then
+	if end_test; then
+		print_times
+	else
+		print_times
 		echo "     console excerpt (${LOGS[$b]}):"
 		grep -aE '^(nbdboot|VMTEST|IP-Config|Begin: Setting|ALERT|Gave up|Kernel panic|mount:)|nbd[0-9]|EXT4-fs (error|warning)' <<<"$CON" |
 			tail -n 25 | sed 's/^/     | /'
@@ -329,7 +337,6 @@ launch() {
 	local b=$1 n=${1%[ab]}
 	SYS_NAME=itools-$b
 	begin "itools $b: ${NAMES[$n]}"
-	echo "---- itools $b: ${NAMES[$n]}"
 	if "start_$b"; then
 		RUNNING[$VM_PID]=$b LOGS[$b]=$LOG
 		return
