@@ -64,7 +64,7 @@ want=" ${*:-0 1 2 3 4 5 6} "
 wanted() { case $want in *" $1 "*) return 0 ;; esac; return 1; }
 
 finish() {
-	echo "tests/vm/hooks-itools.sh: $N_PASS passed, $N_FAIL failed in $(($(date +%s) - T0_ALL)) s (logs: $LOGDIR/itools-*.log)"
+	echo "tests/vm/hooks-itools.sh: $N_PASS passed, $N_FAIL failed in $(($(date +%s) - T0_ALL)) s (boots waited ~${SLOT_WAIT} s for VM slots; logs: $LOGDIR/itools-*.log)"
 	[ "$N_FAIL" -eq 0 ]
 	exit
 }
@@ -141,10 +141,18 @@ lacks_line() {
 
 # ktime REGEX: the kernel timestamp of the first console line matching it
 ktime() { sed -n "s/^\[ *\([0-9.]*\)\] .*$1.*/\1/p" <<<"$CON" | head -n1; }
+# print_times BOOT: guest times, and the wall time the boot took (qemu runs
+# about as long as the guest's clock says; the rest was boot.sh waiting for
+# one of the machine's VM slots)
+SLOT_WAIT=0
 print_times() {
-	local t
+	local t wall ran
 	t=$(sys_times)
-	echo "     times: link=$(ktime 'link becomes ready') attach=$(ktime 'nbd[0-9]*: detected capacity change from 0') ${t:-switch_root=? multi_user=?}"
+	wall=$((ENDED - ${LAUNCHED[$1]}))
+	ran=$(grep -aoE '^\[ *[0-9]+' <<<"$CON" | tail -n1 | tr -d '[ ')
+	ran=${ran:-0}
+	[ "$wall" -le "$ran" ] || SLOT_WAIT=$((SLOT_WAIT + wall - ran))
+	echo "     times: link=$(ktime 'link becomes ready') attach=$(ktime 'nbd[0-9]*: detected capacity change from 0') ${t:-switch_root=? multi_user=?}; wall ${wall} s, qemu ~${ran} s"
 }
 
 # The console lines nbdboot's script is judged by
@@ -249,9 +257,8 @@ kill_when_failed() {
 		done
 		sleep 2
 		t=$(pgrep -P "$vm" -x timeout) && kill -TERM $t
-	) &
+	) 2>/dev/null & # quiet if the cleanup ends it (or its sleep)
 	track $!
-	disown $! # no "Terminated" if the cleanup ends it
 }
 # failed_boot REASON: nbdboot's reason, then our panic; nothing attached, no
 # wait for the root device and no "ALERT!"
@@ -316,6 +323,7 @@ fi
 
 declare -A RUNNING  # VM_PID -> boot
 declare -A LOGS     # boot -> console log
+declare -A LAUNCHED # boot -> when it was started (date +%s)
 run_check() { # run_check BOOT: judge a finished boot
 	local b=$1 n=${1%[ab]} p
 	CON=$(tr -d '\r' <"${LOGS[$b]}")
@@ -323,9 +331,9 @@ run_check() { # run_check BOOT: judge a finished boot
 	[ -n "$CON" ] || why "no boot: the console is empty"
 	"check_$b"
 	if end_test; then
-		print_times
+		print_times "$b"
 	else
-		print_times
+		print_times "$b"
 		echo "     console excerpt (${LOGS[$b]}):"
 		grep -aE '^(nbdboot|VMTEST|IP-Config|Begin: Setting|ALERT|Gave up|Kernel panic|mount:)|nbd[0-9]|EXT4-fs (error|warning)' <<<"$CON" |
 			tail -n 25 | sed 's/^/     | /'
@@ -337,6 +345,7 @@ launch() {
 	local b=$1 n=${1%[ab]}
 	SYS_NAME=itools-$b
 	begin "itools $b: ${NAMES[$n]}"
+	LAUNCHED[$b]=$(date +%s)
 	if "start_$b"; then
 		RUNNING[$VM_PID]=$b LOGS[$b]=$LOG
 		return
@@ -352,7 +361,7 @@ collect() {
 		for pid in "${!RUNNING[@]}"; do
 			kill -0 "$pid" 2>/dev/null && continue
 			wait "$pid"
-			VM_RC=$?
+			VM_RC=$? ENDED=$(date +%s)
 			begin "itools ${RUNNING[$pid]}: ${NAMES[${RUNNING[$pid]%[ab]}]}"
 			[ "$VM_RC" != 124 ] || why "qemu killed at the ${SYS_TIMEOUT}s timeout"
 			run_check "${RUNNING[$pid]}"
