@@ -52,10 +52,11 @@ SAN_DEPS   := $(BEARSSL_SAN)
 SAN_LIBS   := $(BEARSSL_SAN)
 endif
 
-# Debian 12 packages the tests need; `make deps` installs the missing ones.
+# Debian 12 packages the tests need; `make deps` installs the missing ones
+# (mmdebstrap builds the systemd test root, tests/vm/sysroot.sh).
 DEPS := musl-tools gcc libc6-dev make xz-utils ca-certificates nbdkit nbd-server qemu-utils \
         qemu-system-x86 busybox-static cpio e2fsprogs fdisk kmod openssl perl \
-        clang libclang-rt-14-dev debhelper lintian
+        clang libclang-rt-14-dev debhelper lintian mmdebstrap
 
 .PHONY: all check deps demo bench clean deb distclean fuzz fuzz-build install uninstall
 all: nbdboot
