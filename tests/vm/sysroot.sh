@@ -4,7 +4,9 @@
 #
 # Usage: tests/vm/sysroot.sh          (progress on stderr, path on stdout)
 # Built from the archive with mmdebstrap (minbase, no recommends) plus
-# systemd-sysv, udev, the initramfs generators (dracut-core, dracut-network,
+# systemd-sysv, udev, dbus (which systemd recommends: without it dracut's
+# network module, which picks systemd-networkd on such a system, cannot be
+# built), the initramfs generators (dracut-core, dracut-network,
 # initramfs-tools-core with busybox), Debian's nbd-client (the reference) and
 # what the test unit uses; the kernel of tests/vm/kernel.sh is unpacked into
 # /boot and /lib/modules, as its package would put it.  The test unit
@@ -39,7 +41,7 @@ rm -rf "$base/$key"
 mkdir -p "$base/$key"
 
 say "building a Debian 12 root with systemd in $tree (mmdebstrap, a few minutes)"
-pkgs=systemd-sysv,udev,kmod,iproute2,procps,e2fsprogs,busybox,dracut-core,dracut-network
+pkgs=systemd-sysv,udev,dbus,kmod,iproute2,procps,e2fsprogs,busybox,dracut-core,dracut-network
 pkgs=$pkgs,initramfs-tools-core,nbd-client,isc-dhcp-client,iputils-arping,cpio,zstd
 timeout 1800 mmdebstrap --variant=minbase --include="$pkgs" \
 	--aptopt='APT::Install-Recommends "false"' \
