@@ -15,8 +15,9 @@
 # powers the machine off with systemctl.  A fixed machine-id, no getty and
 # root's password unset keep the boots alike.
 # Cache: ${NBDBOOT_CACHE:-$HOME/.cache/nbdboot}/sysroot/KEY/root, KEY being a
-# hash of this script, the test unit and the kernel package; stale trees are
-# removed.  Needs root (mmdebstrap, chroot).
+# hash of this script, the test unit and the kernel package.  Trees of other
+# keys are left alone (another checkout may be using one); remove them with
+# rm -rf when done.  Needs root (mmdebstrap, chroot).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -36,7 +37,6 @@ mkdir -p "$base"
 exec 9>"$base/.lock"
 flock -w 1800 9 || die "timed out waiting for $base/.lock"
 [ -f "$base/$key/.stamp" ] && { echo "$tree"; exit 0; }
-for old in "$base"/*/; do [ "$old" = "$base/$key/" ] || rm -rf "$old"; done
 rm -rf "$base/$key"
 mkdir -p "$base/$key"
 
