@@ -8,8 +8,8 @@
 # the whole kernel command line itself (--cmdline FILE): these functions only
 # decide when it runs, see that it runs once, and give dracut the device as
 # /dev/root.  State, in /run/nbdboot:
-#   cmdline   what nbdboot reads: dracut's command line, root=/netroot=
-#             replaced by netroot=SPEC
+#   cmdline   what nbdboot reads: dracut's command line with the root's
+#             SPEC in place of root=/netroot= (nbdboot_cmdline)
 #   spec      the root's SPEC, once known
 #   lock/     taken by the one attach (a handler per interface, the
 #             networkd job: whoever comes first)
@@ -47,14 +47,16 @@ nbdboot_networkd() { [ -e /lib/dracut/nbdboot-networkd ]; }
 
 # nbdboot_cmdline SPEC: write $NBDBOOT_RUN/cmdline, dracut's command line
 # (getcmdline: /etc/cmdline.d, /etc/cmdline, /proc/cmdline) with every root=
-# and netroot= replaced by netroot=SPEC; root=/dev/... stays (a partition
-# of the NBD device, which nbdboot checks and waits for).
+# and netroot= replaced by SPEC: netroot=SPEC for dracut's nbd:SRV:... form,
+# with root=/dev/... kept (a partition of the device, which nbdboot checks
+# and waits for); root=SPEC for a URI, which nbdboot takes only after root=.
 nbdboot_cmdline() {
-	local w words=
+	local w words= word=netroot=$1
+	case $1 in nbd://* | nbds://*) word=root=$1 ;; esac
 	set -f
 	for w in $(getcmdline); do
 		case $w in
-		root=/dev/*) ;;
+		root=/dev/*) [ "${word%%=*}" = netroot ] || continue ;;
 		root=* | netroot=*) continue ;;
 		esac
 		words="$words $w"
@@ -62,16 +64,30 @@ nbdboot_cmdline() {
 	set +f
 	mkdir -p "$NBDBOOT_RUN"
 	echo "$1" >"$NBDBOOT_RUN/spec"
-	echo "${words# } netroot=$1" >"$NBDBOOT_RUN/cmdline"
+	echo "${words# } $word" >"$NBDBOOT_RUN/cmdline"
 }
 
 # nbdboot_env: NBD_DEVICE, NBD_FSTYPE, NBD_ROOTFLAGS... of that command line;
-# false (nbdboot said why on stderr) when nbdboot cannot use it
+# false when nbdboot cannot use it (it said why on stderr)
 nbdboot_env() {
 	local env
 	env=$(nbdboot --cmdline "$NBDBOOT_RUN/cmdline" --print-env) || return 1
 	eval "$env"
 }
+
+# nbdboot_usable: false, saying why on the console, for what cannot boot:
+# ioctl mode in the systemd flavour, where systemd's switch-root sends
+# SIGSTOP to every process and so ends the holder's NBD_DO_IT (nbdboot
+# warns about the same at shutdown; here the root would be lost at once)
+nbdboot_usable() {
+	[ -n "$DRACUT_SYSTEMD" ] && [ "$NBD_METHOD" = ioctl ] || return 0
+	echo "nbdboot: ioctl mode (nbdboot.ioctl) cannot boot dracut's systemd flavour: systemd's switch-root stops every process, which ends the ioctl holder's NBD_DO_IT and the root with it; leave out nbdboot.ioctl (netlink), or build the image without systemd" >/dev/console
+	return 1
+}
+
+# nbdboot_say TEXT: an informational line in the kernel log (and so on the
+# console unless quiet, and in the journal)
+nbdboot_say() { echo "<30>dracut: nbdboot: $*" >/dev/kmsg; }
 
 # nbdboot_mount_options: rootflags (also from the spec's ROOTFLAGS field)
 # and dracut's ro/rw words, for the /dev/root mount
@@ -82,15 +98,16 @@ nbdboot_mount_options() {
 	echo "$o"
 }
 
-# nbdboot_root_setup: what dracut needs besides the attach itself: the udev
-# rule that links /dev/root to the device once it has a file system, the
-# initqueue's finished condition and, for a /dev/root root, how it is
-# mounted (shell flavour: a mount hook setting fstype and rflags for
-# rootfs-block's mount; systemd flavour: sysroot.mount, from the generator,
-# or written here when only the DHCP root-path named the export).
-# Idempotent: the cmdline hook calls it when the command line names the
-# root (before udevd runs: never ask it to reload then, the socket is there
-# but udevd waits for the cmdline hooks), the attach again with "udev".
+# nbdboot_root_setup [boot]: what dracut needs besides the attach itself:
+# the initqueue's finished condition, the udev rule that links /dev/root to
+# the device once it has a file system and, for a /dev/root root, how it is
+# mounted: in the shell flavour a mount hook that sets fstype and rflags for
+# rootfs-block's mount; in the systemd flavour sysroot.mount, which the
+# generator writes when the command line names the root, and which is
+# written here when only the DHCP root-path did.  Idempotent: the cmdline
+# hook calls it when the command line names the root, the attach again with
+# "boot" (udevd and systemd may be asked to reload only then: during the
+# cmdline hooks their sockets are there but they wait for the hooks).
 nbdboot_root_setup() {
 	local opts
 	echo "nbdboot -c $NBD_DEVICE >/dev/null 2>&1" >"$hookdir/initqueue/finished/nbdboot.sh"
@@ -98,12 +115,13 @@ nbdboot_root_setup() {
 	if [ ! -e "$NBDBOOT_RULES" ]; then
 		printf 'KERNEL=="%s", ENV{DEVTYPE}=="disk", ENV{ID_FS_TYPE}=="?*", SYMLINK+="root"\n' \
 			"${NBD_DEVICE#/dev/}" >"$NBDBOOT_RULES"
-		[ "$1" = udev ] && udevadm control --reload
+		[ "$1" = boot ] && udevadm control --reload
 	fi
 	opts=$(nbdboot_mount_options)
 	if [ -z "$DRACUT_SYSTEMD" ]; then
 		printf 'fstype=%s\nrflags=%s\n' "${NBD_FSTYPE:-auto}" "$opts" >"$hookdir/mount/01-nbdboot.sh"
-	elif [ ! -e /run/systemd/generator/sysroot.mount ] && [ ! -e /run/systemd/system/sysroot.mount ]; then
+	elif [ "$1" = boot ] && [ ! -e /run/systemd/generator/sysroot.mount ] &&
+		[ ! -e /run/systemd/system/sysroot.mount ]; then
 		nbdboot_mount_unit /run/systemd/system "$opts"
 		systemctl daemon-reload
 		systemctl --no-block start sysroot.mount
@@ -131,7 +149,7 @@ nbdboot_mount_unit() {
 		>"$dir/dev-root.device.d/timeout.conf"
 }
 
-# nbdboot_attach SPEC: run nbdboot for SPEC, once: the first caller takes
+# nbdboot_attach SPEC WHY: run nbdboot for SPEC, once: the first caller takes
 # the lock, later ones (another interface, the other mechanism) return.
 # nbdboot's messages go straight to the console, where the ioctl-mode
 # warning and any failure must be seen.  A failure is final: nbdboot
@@ -142,12 +160,12 @@ nbdboot_attach() {
 	mkdir -p "$NBDBOOT_RUN"
 	mkdir "$NBDBOOT_RUN/lock" 2>/dev/null || return 0
 	nbdboot_cmdline "$1"
-	if ! nbdboot_env 2>/dev/console; then
+	if ! nbdboot_env 2>/dev/console || ! nbdboot_usable; then
 		echo 2 >"$NBDBOOT_RUN/failed"
 		return 1
 	fi
-	nbdboot_root_setup udev
-	info "nbdboot: attaching $1 to $NBD_DEVICE"
+	nbdboot_root_setup boot
+	nbdboot_say "$2: attaching $1 to $NBD_DEVICE"
 	nbdboot --cmdline "$NBDBOOT_RUN/cmdline" >/dev/console 2>&1
 	rc=$?
 	[ "$rc" = 0 ] && return 0
@@ -213,13 +231,13 @@ nbdboot_networkd_attach() {
 	if [ -e "$NBDBOOT_RUN/spec" ]; then
 		read -r spec <"$NBDBOOT_RUN/spec"
 	elif spec=$(nbdboot_networkd_rootpath) && nbdboot_is_spec "$spec"; then
-		info "nbdboot: the DHCP root-path is $spec"
+		nbdboot_say "the DHCP root-path is $spec"
 	else
-		info "nbdboot: root=dhcp: the DHCP root-path (${spec:-none}) names no NBD export; leaving it to others"
+		nbdboot_say "root=dhcp: the DHCP root-path (${spec:-none}) names no NBD export; leaving it to others"
 		rm -f -- "$NBDBOOT_JOB"
 		return 0
 	fi
-	nbdboot_attach "$spec"
+	nbdboot_attach "$spec" "systemd-networkd configured a link"
 }
 
 # nbdboot_job: the initqueue job, sourced on each pass of the queue until

@@ -7,4 +7,4 @@ type getarg >/dev/null 2>&1 || . /lib/dracut-lib.sh
 type nbdboot_attach >/dev/null 2>&1 || . /lib/nbdboot-lib.sh
 
 [ -n "$2" ] && nbdboot_is_spec "$2" || exit 1
-nbdboot_attach "$2"
+nbdboot_attach "$2" "$1 is up"

@@ -30,7 +30,7 @@ fi
 [ -z "$root" ] && root=block:/dev/root
 modprobe -q nbd
 nbdboot_cmdline "$netroot"
-if nbdboot_env 2>/dev/console; then
+if nbdboot_env 2>/dev/console && nbdboot_usable; then
 	echo "$NBD_WAIT" >"$NBDBOOT_RUN/wait"
 	[ "$NBD_TLS" = 1 ] && modprobe -q tls
 	nbdboot_root_setup
