@@ -8,17 +8,22 @@ mkdir -p build
 export RESULTS="$PWD/build/results.txt"
 : >"$RESULTS"
 
+T0=$(date +%s)
+TIMES=""
+
 suite() {
-	local name=$1 before rc
+	local name=$1 before rc t0
 	shift
 	before=$(grep -c '^fail' "$RESULTS")
 	echo "== $name"
+	t0=$(date +%s)
 	"$@"
 	rc=$?
 	if [ "$rc" -ne 0 ] && [ "$(grep -c '^fail' "$RESULTS")" -eq "$before" ]; then
 		echo "FAIL $name: exited $rc without reporting a failure"
 		echo "fail suite: $name" >>"$RESULTS"
 	fi
+	TIMES+=$(printf '%6d s  %s' "$(($(date +%s) - t0))" "$name")$'\n'
 }
 
 suite "build (both configurations, warnings as errors)" tests/build.sh
@@ -41,6 +46,9 @@ if [ -x tests/vm/scenarios.sh ] && [ "${NBDBOOT_SKIP_VM:-0}" != 1 ]; then
 		suite "dracut module: real dracut, systemd root under qemu" tests/vm/hooks-dracut.sh
 fi
 
+echo "== time per suite"
+printf '%s' "$TIMES"
+printf '%6d s  in all\n' "$(($(date +%s) - T0))"
 passed=$(grep -c '^pass' "$RESULTS")
 failed=$(grep -c '^fail' "$RESULTS")
 echo "$passed passed, $failed failed"
