@@ -99,8 +99,10 @@ sys_boot_start() {
 	shift
 	LOG=$LOGDIR/${SYS_NAME:-sys}.log
 	: >"$LOG"
+	# --drive-none: no IDE CD-ROM or floppy to probe (a lost ATA interrupt
+	# under a busy host once printed "I/O error" for the empty CD drive)
 	"$here/boot.sh" --initrd "$initrd" --timeout "$SYS_TIMEOUT" --mem "$SYS_MEM" --log "$LOG" \
-		--append "$*" -- -vga none >/dev/null 2>"$LOG.stderr" &
+		--drive-none --append "$*" >/dev/null 2>"$LOG.stderr" &
 	VM_PID=$!
 }
 sys_boot_wait() {
