@@ -58,7 +58,7 @@ DEPS := musl-tools gcc libc6-dev make xz-utils ca-certificates nbdkit nbd-server
         qemu-system-x86 busybox-static cpio e2fsprogs fdisk kmod openssl perl \
         clang libclang-rt-14-dev debhelper lintian mmdebstrap
 
-.PHONY: all check deps demo bench clean deb distclean fuzz fuzz-build install uninstall
+.PHONY: all check deps demo bench bench-boot clean deb distclean fuzz fuzz-build install uninstall
 all: nbdboot
 
 nbdboot: nbdboot.c nbdboot.h $(TLS_DEPS) $(BUILD)/config.tls$(NBDBOOT_TLS)
@@ -157,6 +157,12 @@ bench: deps
 	bench/attach
 	bench/tls
 	bench/storm
+
+# Boot times of a real systemd root through dracut and initramfs-tools, with
+# nbd-client and with nbdboot (about 30 minutes on 2 cores; needs root).
+bench-boot: deps
+	$(MAKE) nbdboot
+	bench/boot
 
 # The Debian package, built as Debian builds it (debian/rules runs this
 # Makefile; BearSSL's source is fetched into build/bearssl as above, once).
