@@ -33,10 +33,11 @@
 #  5 sd: the same with nbdboot.tls-proxy: the '@' proxy runs after
 #    switch_root and until the end, shutdown has no I/O error
 #  6 lg (both nbd modules, network-legacy):
-#    netroot=nbd:10.0.2.2:rootfs:ext4::bs=4096,timeout=45, qemu-nbd serving
-#    export rootfs on the default port 10809: network-legacy runs
-#    /sbin/nbdroot, which is nbdboot's; one attach, nbd-client never runs;
-#    the device has 4096-byte blocks and a 45 s timeout
+#    netroot=nbd:10.0.2.2:rootfs:ext4::bs=4096,timeout=45, nbdkit (log
+#    filter) on the default port 10809: network-legacy runs /sbin/nbdroot,
+#    which is nbdboot's; one attach (the console, and one connection, for
+#    export rootfs, at the server), nbd-client never runs; the device has
+#    4096-byte blocks and a 45 s timeout
 #  7 ioctl mode (root=nbd:SRV:PORT:ext4:rw:ioctl): sd: refused before
 #    attaching (systemd's switch-root sends SIGSTOP to every process, which
 #    would end the holder and the root), emergency shell; sh: it boots,
@@ -265,20 +266,23 @@ scen_5() {
 }
 
 scen_6() {
-	begin "dracut 6: systemd flavour, network-legacy and dracut's nbd module too, netroot=nbd:SRV:NAME:ext4::bs=4096,timeout=45, qemu-nbd: only nbdboot attaches"
+	begin "dracut 6: systemd flavour, network-legacy and dracut's nbd module too, netroot=nbd:SRV:NAME:ext4::bs=4096,timeout=45, nbdkit: only nbdboot attaches"
+	local nlog=$TESTDIR/nbdkit-6.log
 	SYS_NAME=d6 sys_image flat
 	add_show "$IMG" /sys/block/nbd0/queue/logical_block_size /sys/block/nbd0/queue/io_timeout
 	if port_open 127.0.0.1 10809; then
 		why "port 10809 (the default, which dracut's NAME form implies) is taken on this host"
 	else
-		WANT_PORT=10809 serve start_qemu_nbd rootfs "$IMG" && {
+		WANT_PORT=10809 serve start_nbdkit --filter=log file "$IMG" "logfile=$nlog" && {
 			boot 6 lg "netroot=nbd:10.0.2.2:rootfs:ext4::bs=4096,timeout=45"
 			sys_booted /dev/nbd0
 			sys_con_has "$HANDLER_ATTACH" 'network-legacy ran /sbin/nbdroot, which is nbdboot'"'"'s'
 			sys_con_has "$ATTACHED\(.*block size 4096, netlink\)" 'attached with 4096-byte blocks'
 			sys_con_has '^VMTEST show /sys/block/nbd0/queue/logical_block_size=4096$' 'bs=4096 from NBDOPTS'
 			sys_con_has '^VMTEST show /sys/block/nbd0/queue/io_timeout=45000$' 'timeout=45 from NBDOPTS'
-			one_attach ""
+			stop_server
+			grep -q "Connect export='\?rootfs" "$nlog" || why "nbdkit saw no connection for export rootfs ($nlog)"
+			one_attach "$nlog"
 		}
 	fi
 	end_test
