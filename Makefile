@@ -85,12 +85,14 @@ $(BEARSSL_SAN): $(BEARSSL_LIB)
 
 # Install: the binary and man page under PREFIX; the dracut module and the
 # initramfs-tools hook and boot script where those generators look for them,
-# whatever PREFIX is (dracut reads only its own modules.d).
+# whatever PREFIX is (dracut reads only its own modules.d), and the functions
+# both source at build time where they look for them (HOOKLIBDIR).
 PREFIX       ?= /usr/local
 SBINDIR      ?= $(PREFIX)/sbin
 MANDIR       ?= $(PREFIX)/share/man
 DRACUTMODDIR ?= /usr/lib/dracut/modules.d/95nbdboot
 ITOOLSDIR    ?= /usr/share/initramfs-tools
+HOOKLIBDIR   ?= /usr/lib/nbdboot
 HOOKFILES    := $(wildcard initramfs-hook/dracut/*.sh initramfs-hook/dracut/*.rules)
 ITOOLSFILES  := $(patsubst initramfs-hook/initramfs-tools/%,%,$(wildcard initramfs-hook/initramfs-tools/hooks/* initramfs-hook/initramfs-tools/scripts/*/*))
 
@@ -100,11 +102,13 @@ install: nbdboot
 	install -d $(DESTDIR)$(DRACUTMODDIR)
 	$(if $(HOOKFILES),install -m 755 $(HOOKFILES) $(DESTDIR)$(DRACUTMODDIR)/)
 	$(foreach f,$(ITOOLSFILES),install -D -m 755 initramfs-hook/initramfs-tools/$(f) $(DESTDIR)$(ITOOLSDIR)/$(f) &&) true
+	install -D -m 644 initramfs-hook/hook-functions.sh $(DESTDIR)$(HOOKLIBDIR)/hook-functions.sh
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/nbdboot $(DESTDIR)$(MANDIR)/man8/nbdboot.8
 	rm -rf $(DESTDIR)$(DRACUTMODDIR)
 	$(foreach f,$(ITOOLSFILES),rm -f $(DESTDIR)$(ITOOLSDIR)/$(f) &&) true
+	rm -rf $(DESTDIR)$(HOOKLIBDIR)
 
 # Tests: unit tests include nbdboot.c itself, once with musl, once with ASan+UBSan.
 $(BUILD)/unit: tests/unit.c nbdboot.c nbdboot.h $(TLS_DEPS) $(BUILD)/config.tls$(NBDBOOT_TLS)

@@ -3,9 +3,11 @@
 # file system on an NBD export, attached by nbdboot.  `dracut --add nbdboot`.
 #
 # It takes NBD roots over from dracut's own nbd module (95nbd, installed
-# just before this one): its cmdline hook and generator are removed and
-# /sbin/nbdroot is nbdboot's, so only nbdboot ever attaches.  TLS files come
-# from /etc/nbdboot of the system the image is built on (see install()).
+# just before this one): its cmdline hook and generator are removed,
+# /sbin/nbdroot is nbdboot's, so only nbdboot ever attaches, and nbd-client
+# goes with the libraries only it used (GnuTLS, libnl, GLib: several MB).
+# TLS files come from /etc/nbdboot of the system the image is built on (see
+# install()).
 
 # called by dracut
 check() {
@@ -44,6 +46,8 @@ install() {
 		dinfo "nbdboot: NBD roots are attached by nbdboot: dropping the nbd module's cmdline hook and generator, replacing /sbin/nbdroot"
 		rm -f -- "$initdir/lib/dracut/hooks/cmdline/90-parse-nbdroot.sh" "$initdir/sbin/nbdroot" \
 			"$initdir$systemdutildir/system-generators/dracut-nbd-generator"
+		. /usr/lib/nbdboot/hook-functions.sh || return 1
+		dinfo "$(nbdboot_drop_nbd_client "$initdir")"
 	fi
 	inst_hook cmdline 90 "$moddir/parse-nbdboot.sh"
 	inst_script "$moddir/nbdroot.sh" /sbin/nbdroot

@@ -21,7 +21,8 @@
 #       (network-legacy: without systemd dracut cannot use networkd)
 #  0 the images: nbdboot, its hooks, the nbd and kTLS modules and the TLS
 #    files are in each; the nbd module is in each but its cmdline hook and
-#    generator are gone and /sbin/nbdroot is nbdboot's
+#    generator are gone, /sbin/nbdroot is nbdboot's, and nbd-client, GnuTLS
+#    and libnl are not in the image
 # Boots (each checked with sys_booted unless it is meant to fail):
 #  1 sd: root=nbd:10.0.2.2:PORT:ext4 rw (no ip=), nbdkit: networkd's link
 #    starts the attach; the server sees one connection (the nbd module never
@@ -115,12 +116,16 @@ if wanted 0; then
 		for f in usr/sbin/nbdboot usr/sbin/nbdroot usr/sbin/nbdsroot usr/lib/nbdboot-lib.sh \
 			usr/lib/dracut/hooks/cmdline/90-parse-nbdboot.sh etc/nbdboot/ca.pem etc/nbdboot/cert.pem \
 			etc/nbdboot/key.pem kernel/drivers/block/nbd.ko kernel/net/tls/tls.ko kernel/crypto/gcm.ko \
-			kernel/crypto/ctr.ko kernel/crypto/ghash-generic.ko aesni-intel.ko chacha20poly1305.ko usr/sbin/nbd-client; do
+			kernel/crypto/ctr.ko kernel/crypto/ghash-generic.ko aesni-intel.ko chacha20poly1305.ko; do
 			grep -q " $f\$\| $f -> \|/$f\$" "$l" || why "$i: no $f"
 		done
 		grep -q 'dracut-nbd-generator\|90-parse-nbdroot' "$l" && why "$i: the nbd module's hook or generator is still there"
 		grep -q 'nbdboot: NBD roots are attached by nbdboot' "$LOGDIR/dracut-$i.gen.log" ||
 			why "$i: dracut did not say that nbdboot took over from the nbd module"
+		f=$(grep -oE '/(nbd-client|libgnutls\.so[.0-9]*|libnl-3\.so[.0-9]*)$' "$l" | tr '\n' ' ')
+		[ -z "$f" ] || why "$i: nbd-client or what only it uses is in the image: $f"
+		grep -q 'nbdboot: nbd-client left out of the image' "$LOGDIR/dracut-$i.gen.log" ||
+			why "$i: dracut did not say that nbd-client was left out"
 	done
 	case $imgs in *" sd "*) grep -q 'dracut-nbdboot-generator' "$SYS_OUT/sd.list" || why "sd: no generator"
 		grep -q 'nbdboot-networkd' "$SYS_OUT/sd.list" || why "sd: not marked as a systemd-networkd image" ;; esac

@@ -19,7 +19,10 @@
 #     driver, the three TLS files, nbdboot's two scripts and not
 #     Debian's (one NBD root script); the hook warned that the key is in a
 #     world-readable image; dropin keeps Debian's script, ordered before
-#     nbdboot's
+#     nbdboot's; neither has nbd-client, GnuTLS or libnl, both keep libc and
+#     libidn2 (which libc may dlopen); and on a made-up root the hook's
+#     nbdboot_drop_nbd_client removes nbd-client and the libraries only it
+#     needs, keeping those that a remaining binary or a file naming them needs
 # Boots of std.img (each ends in the root's vmtest unit, checked by
 # sys_booted: root device, data written and read back, clean poweroff and
 # image, no I/O error), two at a time:
@@ -312,6 +315,26 @@ if wanted 0; then
 		has_line "$f" "/$m\\.ko\$" "std has $m.ko"
 	done
 	lacks_line "$f" '^/scripts/local-top/nbd$' "Debian's nbd script is left out of std"
+	for i in std dropin; do
+		lacks_line "$SYS_OUT/$i.files" '/(nbd-client|libgnutls\.so[.0-9]*|libnl-3\.so[.0-9]*)$' "nbd-client and what only it used are left out of $i"
+	done
+	has_line "$f" '/libc\.so\.6$' 'std keeps libc'
+	has_line "$f" '/libidn2\.so\.0$' "std keeps libidn2, which nbd-client used and libc may load"
+	# the function itself on a made-up root: nbd-client with its libraries,
+	# /bin/true (libc) and a file that names libgmp (as a dlopen() would)
+	out=$(sys_run --install 'set -e; r=/tmp/r; mkdir -p $r/usr/sbin $r/usr/bin $r/usr/lib/x86_64-linux-gnu
+		cp /usr/sbin/nbd-client $r/usr/sbin/; cp /bin/true $r/usr/bin/
+		for l in $(ldd /usr/sbin/nbd-client | sed -n "s/.*=> \(\/[^ ]*\) .*/\1/p"); do
+			cp -L $l $r/usr/lib/x86_64-linux-gnu/; done
+		echo libgmp.so.10 >$r/usr/bin/loader
+		. /usr/lib/nbdboot/hook-functions.sh; nbdboot_drop_nbd_client $r
+		cd $r && find . -type f | sort' 2>&1)
+	for x in ./usr/bin/true ./usr/lib/x86_64-linux-gnu/libc.so.6 ./usr/lib/x86_64-linux-gnu/libgmp.so.10; do
+		grep -qx "$x" <<<"$out" || why "nbdboot_drop_nbd_client removed $x, which a file that stays needs: $(tr '\n' ' ' <<<"$out")"
+	done
+	for x in ./usr/sbin/nbd-client ./usr/lib/x86_64-linux-gnu/libgnutls.so.30 ./usr/lib/x86_64-linux-gnu/libhogweed.so.6; do
+		grep -qx "$x" <<<"$out" && why "nbdboot_drop_nbd_client left $x"
+	done
 	has_line "$TESTDIR/std.build.log" '^W: nbdboot: /etc/nbdboot/key.pem is in the initramfs' 'the hook warns about the key'
 	has_line "$SYS_OUT/dropin.files" '^/scripts/local-top/nbd$' "dropin keeps Debian's nbd script"
 	order=$(grep -o 'local-top/nbd[a-z]*' "$SYS_OUT/dropin.order" | tr '\n' ' ')
