@@ -6,7 +6,7 @@
 #   nbdboot_drop_nbd_client ROOT
 #       Once nbdboot attaches the root, Debian's nbd-client (put in by
 #       dracut's nbd module or by nbd-client's own initramfs-tools hook) is
-#       dead weight: with GnuTLS, libnl and GLib behind it, several MB of
+#       dead weight: with GnuTLS and libnl behind it, some 2 MB of
 #       the image.  Removes ROOT's sbin/nbd-client and every shared library
 #       of it that nothing else in ROOT names any more.  "Names" is a plain
 #       search for the library's soname in the image's other files (kernel

@@ -5,7 +5,7 @@
 # It takes NBD roots over from dracut's own nbd module (95nbd, installed
 # just before this one): its cmdline hook and generator are removed,
 # /sbin/nbdroot is nbdboot's, so only nbdboot ever attaches, and nbd-client
-# goes with the libraries only it used (GnuTLS, libnl, GLib: several MB).
+# goes with the libraries only it used (GnuTLS, libnl: some 2 MB).
 # TLS files come from /etc/nbdboot of the system the image is built on (see
 # install()).
 

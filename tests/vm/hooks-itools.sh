@@ -28,8 +28,9 @@
 # image, no I/O error), two at a time:
 #   1 nbd-server (default export), Debian's nbdroot=10.0.2.2,PORT,nbd0
 #     root=/dev/nbd0 ip=dhcp rw: one attach, by nbdboot's script (Debian's
-#     never ran); ipconfig's first round got the lease (init-premount/nbdboot
-#     had brought the link up; so in 2, 3, 4 and 6 too)
+#     never ran); ipconfig's first round got the lease (the link was up; so
+#     in 2, 3, 4 and 6 too); init-top/nbdboot's udev rule brought it up as
+#     udev named it (its kernel-log line; so in 4 too)
 #   2 qemu-nbd, partitioned image: nbdroot=10.0.2.2:PORT/part root=/dev/nbd0p1
 #     (DHCP without ip=)
 #   3 TLS: nbdkit --tls=require --tls-verify-peer (tests/pki.sh), root=nbds://
@@ -162,6 +163,7 @@ print_times() {
 IPCONFIG_RETRY='IP-Config: no response after'
 DEBIAN_RAN='Begin: Setting up nbd-client'
 OUR_PANIC='^nbdboot could not attach the NBD root'
+LINK_EARLY='\] nbdboot: ens2 is up \(as soon as udev named it\)'
 
 # serve N START ARGS...: a server for boot N (tests/lib.sh's start_*); one that
 # does not come up fails boot N
@@ -189,6 +191,7 @@ check_1() {
 	[ "$(grep -c '^nbdboot: ' <<<"$CON")" = 1 ] || why "nbdboot said more than the one attach line: $(grep '^nbdboot: ' <<<"$CON" | tr '\n' '|')"
 	sys_con_lacks "$DEBIAN_RAN" "Debian's nbd script is not in the image"
 	sys_con_lacks "$IPCONFIG_RETRY" "ipconfig's first round got the lease (the link was up)"
+	sys_con_has "$LINK_EARLY" "init-top/nbdboot's udev rule brought the link up"
 }
 
 start_2() {
@@ -222,6 +225,7 @@ check_4() {
 	sys_con_has "$DEBIAN_RAN" "Debian's nbd script ran"
 	sys_con_has '^nbdboot: attached 10\.0\.2\.2:[0-9]+ export rootfs to /dev/nbd0 ' 'nbdboot attached as its client'
 	sys_con_lacks "$IPCONFIG_RETRY" "ipconfig's first round got the lease (init-premount/nbdboot)"
+	sys_con_has "$LINK_EARLY" "init-top/nbdboot's udev rule brought the link up"
 	[ "$(grep -c '^nbdboot: ' <<<"$CON")" = 1 ] || why "more than one nbdboot line (a second attach?): $(grep '^nbdboot: ' <<<"$CON" | tr '\n' '|')"
 }
 
