@@ -53,10 +53,12 @@ SAN_LIBS   := $(BEARSSL_SAN)
 endif
 
 # Debian 12 packages the tests need; `make deps` installs the missing ones
-# (mmdebstrap builds the systemd test root, tests/vm/sysroot.sh).
+# (mmdebstrap builds the systemd test root, tests/vm/sysroot.sh; dnsmasq
+# hands out DHCP root-paths in the hook tests' network namespaces; iproute2
+# makes those).
 DEPS := musl-tools gcc libc6-dev make xz-utils ca-certificates nbdkit nbd-server qemu-utils \
         qemu-system-x86 busybox-static cpio e2fsprogs fdisk kmod openssl perl \
-        clang libclang-rt-14-dev debhelper lintian mmdebstrap
+        clang libclang-rt-14-dev debhelper lintian mmdebstrap dnsmasq-base iproute2
 
 .PHONY: all check deps demo bench bench-boot clean deb distclean fuzz fuzz-build install uninstall
 all: nbdboot

@@ -43,6 +43,9 @@ _cleanup() {
 	for p in "${_PGRPS[@]}"; do kill -KILL -- "-$p" 2>/dev/null; done
 	for p in "${_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
 	wait 2>/dev/null
+	# network namespaces a test made (tests/vm/syslib.sh's sys_dhcp_net)
+	ip netns list 2>/dev/null | awk -v p="nbdboot-$$-" 'index($1, p) == 1 { print $1 }' |
+		while read -r p; do ip netns del "$p"; done
 	rm -rf "$TESTDIR"
 }
 

@@ -1,6 +1,7 @@
 #!/bin/bash
-# run.sh SECONDS - run every libFuzzer target in build/fuzz/ for SECONDS each
-# (make fuzz-build makes them; this script builds nothing).  Each target
+# run.sh SECONDS - run every libFuzzer target in build/fuzz/ for SECONDS each,
+# two at a time (NBDBOOT_FUZZ_JOBS) (make fuzz-build makes them; this script
+# builds nothing).  Each target
 # starts from a copy of its seed corpus tests/fuzz/corpus/TARGET in
 # build/fuzz/work/TARGET (the repo's corpus is never written) and records
 # "pass fuzz: TARGET (N execs)" or "fail fuzz: TARGET ..." in $RESULTS.  A
@@ -64,7 +65,19 @@ run_target() {
 	[ -z "$VERBOSE" ] || sed 's/^/     | /' "$log" | tail -n 40
 }
 
+# Two targets at a time (each is one process on one core; the machine has
+# two), each target's report printed and counted in order once all are done.
+JOBS=${NBDBOOT_FUZZ_JOBS:-2}
+running=0
 for t in "${TARGETS[@]}"; do
-	run_target "$t"
+	[ "$running" -lt "$JOBS" ] || { wait -n; running=$((running - 1)); }
+	mkdir -p "$OUTDIR/work"
+	run_target "$t" >"$OUTDIR/work/$t.report" 2>&1 &
+	running=$((running + 1))
+done
+wait
+for t in "${TARGETS[@]}"; do
+	cat "$OUTDIR/work/$t.report"
+	grep -q '^ok   ' "$OUTDIR/work/$t.report" && N_PASS=$((N_PASS + 1)) || N_FAIL=$((N_FAIL + 1))
 done
 summary

@@ -2,10 +2,13 @@
 # boot.sh - boot the cached Debian kernel with a test initramfs under qemu (tcg).
 #
 # Usage: tests/vm/boot.sh --initrd FILE [--append "kernel args"] [--timeout SEC]
-#                         [--log FILE] [--mem MB] [--drive-none] [-- EXTRA QEMU ARGS...]
+#                         [--log FILE] [--mem MB] [--drive-none] [--tap IFNAME]
+#                         [-- EXTRA QEMU ARGS...]
 # qemu-system-x86_64 -accel tcg,tb-size=128 -cpu max,-erms -m 512 (--mem) -nographic -no-reboot, serial console
 # (console=ttyS0 panic=-1 + --append), -nic user,model=e1000 (host loopback is 10.0.2.2
-# in the guest). --drive-none: -nodefaults, so the guest gets no default IDE CD-ROM,
+# in the guest), or with --tap an e1000 on the existing tap device IFNAME (run
+# in the network namespace that has it, see syslib.sh's sys_dhcp_net).
+# --drive-none: -nodefaults, so the guest gets no default IDE CD-ROM,
 # floppy or VGA, only the serial console and the NIC. The console goes to stdout and,
 # with --log, to FILE. Exit status: qemu's, or 124 if killed at the timeout
 # (default 120 s).
@@ -27,7 +30,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-initrd="" append="" timeout=120 mem=512 log=/dev/null nodefaults=() extra=()
+initrd="" append="" timeout=120 mem=512 log=/dev/null nodefaults=() extra=() nic=(-nic user,model=e1000)
 while [ $# -gt 0 ]; do
 	case $1 in
 	--initrd) initrd=$2; shift 2 ;;
@@ -36,11 +39,12 @@ while [ $# -gt 0 ]; do
 	--log) log=$2; shift 2 ;;
 	--mem) mem=$2; shift 2 ;;
 	--drive-none) nodefaults=(-nodefaults -serial mon:stdio); shift ;;
+	--tap) nic=(-netdev "tap,id=n0,ifname=$2,script=no,downscript=no" -device e1000,netdev=n0); shift 2 ;;
 	--) shift; extra=("$@"); break ;;
 	*) die "unknown argument $1" ;;
 	esac
 done
-[ -f "$initrd" ] || die "usage: $0 --initrd FILE [--append ARGS] [--timeout SEC] [--log FILE] [--drive-none] [-- QEMU ARGS]"
+[ -f "$initrd" ] || die "usage: $0 --initrd FILE [--append ARGS] [--timeout SEC] [--log FILE] [--drive-none] [--tap IFNAME] [-- QEMU ARGS]"
 need qemu-system-x86_64 qemu-system-x86
 need timeout coreutils
 
@@ -69,7 +73,7 @@ timeout -k 5 "$timeout" qemu-system-x86_64 -accel "${NBDBOOT_VM_ACCEL:-tcg,tb-si
 	${nodefaults[@]+"${nodefaults[@]}"} \
 	-kernel "$tree/boot/vmlinuz-$kver" -initrd "$initrd" \
 	-append "console=ttyS0 panic=-1 $append" \
-	-nic user,model=e1000 ${extra[@]+"${extra[@]}"} </dev/null | tee "$log"
+	"${nic[@]}" ${extra[@]+"${extra[@]}"} </dev/null | tee "$log"
 rc=${PIPESTATUS[0]}
 [ "$rc" != 124 ] || echo "boot.sh: timed out after $timeout s" >&2
 exit "$rc"

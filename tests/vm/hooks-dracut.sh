@@ -45,6 +45,10 @@
 #    nbdboot's warning is on the console, the '@' holder runs after
 #    switch_root, and systemd-shutdown's SIGSTOP ends it: the device fails
 #    during shutdown (the limit, shown; qemu is stopped then)
+#  9 sd: root=dhcp rw, on a network of its own (syslib.sh's sys_dhcp_net:
+#    dnsmasq in a network namespace, root-path nbd:SRV:rootfs:ext4, nbdkit
+#    there on the default port): the module asked networkd for DHCP with the
+#    root-path, said what it got, and nbdboot attached export rootfs once
 #  8 sd: failures, at once: a wrong export name (nbd-server) and no server
 #    (nbdboot.wait=5): nbdboot's reason on the console before dracut's
 #    emergency shell, which comes within a minute; qemu is stopped then
@@ -57,7 +61,7 @@ LOGDIR=$ROOT/build/vm
 mkdir -p "$LOGDIR"
 : "${SYS_TIMEOUT:=600}"
 . "$here/syslib.sh"
-want=" ${*:-0 1 3 4 5 6 7 8} "
+want=" ${*:-0 1 3 4 5 6 7 8 9} "
 
 finish() {
 	echo "tests/vm/hooks-dracut.sh: $N_PASS passed, $N_FAIL failed in $(($(date +%s) - T0_ALL)) s (logs: $LOGDIR/dracut-*.log)"
@@ -72,6 +76,7 @@ need nbdkit nbdkit
 need nbd-server nbd-server
 need qemu-nbd qemu-utils
 need debugfs e2fsprogs
+need dnsmasq dnsmasq-base
 
 # ==== Images =================================================================
 
@@ -91,7 +96,7 @@ mkimage() {
 		lsinitrd /out/$name.img >/out/$name.list" >"$LOGDIR/dracut-$name.gen.log" 2>&1
 }
 imgs=" "
-for n in 0 1 4 5 7 8; do wanted $n && imgs="${imgs/ sd / }sd "; done
+for n in 0 1 4 5 7 8 9; do wanted $n && imgs="${imgs/ sd / }sd "; done
 for n in 0 6; do wanted $n && imgs="${imgs/ lg / }lg "; done
 for n in 0 3 7; do wanted $n && imgs="${imgs/ sh / }sh "; done
 t0=$(date +%s)
@@ -336,6 +341,24 @@ scen_8() {
 	end_test
 }
 
+scen_9() {
+	begin "dracut 9: systemd flavour, networkd, root=dhcp: the DHCP root-path nbd:SRV:NAME:ext4 (dnsmasq), nbdkit"
+	local nlog=$TESTDIR/nbdkit-9.log n
+	SYS_NAME=d9 sys_image flat
+	if sys_dhcp_net "nbd:$SYS_NET_SRV:rootfs:ext4" && sys_dhcp_serve --filter=log file "$IMG" "logfile=$nlog"; then
+		SERVERS+=("${DHCP_PIDS[@]}")
+		boot 9 sd "root=dhcp rw"
+		sys_booted /dev/nbd0
+		sys_con_has 'dracut: nbdboot: the DHCP root-path is nbd:10\.0\.3\.1:rootfs:ext4' 'the module read the root-path from the lease'
+		n=$(grep -Ec -- '^nbdboot: attached 10\.0\.3\.1:10809 export rootfs to /dev/nbd0 ' <<<"$CON")
+		[ "$n" = 1 ] || why "$n attach lines for export rootfs of 10.0.3.1, expected 1"
+		n=$(grep -c 'Connect export=' "$nlog" 2>/dev/null)
+		[ "${n:-0}" = 1 ] || why "the server saw ${n:-0} connections, expected 1 ($nlog)"
+	fi
+	sys_dhcp_net_stop
+	end_test
+}
+
 # lane N...: scenarios one after another, each in a subshell (its servers
 # are stopped when it ends), its output kept for the report
 lane() {
@@ -350,12 +373,12 @@ lane() {
 # Two lanes at once (two guests, VM slots permitting), balanced by their
 # boots' length; the shell-flavour boots (3, 7's second) are the longest and
 # do not overlap. The outputs are replayed and counted in number order.
-lane 1 4 7 &
+lane 1 4 7 9 &
 lane_a=$!
 lane 3 8 6 5 &
 lane_b=$!
 wait "$lane_a" "$lane_b"
-for n in 1 3 4 5 6 7 8; do
+for n in 1 3 4 5 6 7 8 9; do
 	wanted "$n" || continue
 	o=$(<"$TESTDIR/out-$n")
 	echo "$o"

@@ -3,7 +3,7 @@
 # (initramfs-hook/initramfs-tools/), with real mkinitramfs run inside the
 # Debian 12 systemd root of tests/vm/sysroot.sh and real boots of that root.
 #
-# Usage: tests/vm/hooks-itools.sh [NUMBER...]     (default: 0 to 6; 7 on request)
+# Usage: tests/vm/hooks-itools.sh [NUMBER...]     (default: 0 to 6 and 8; 7 on request)
 # Environment: NBDBOOT_VM_SLOTS, SYS_TIMEOUT as in boot.sh and syslib.sh;
 # RESULTS, VERBOSE as in tests/lib.sh.  Console logs: build/vm/itools-N.log.
 #
@@ -30,7 +30,8 @@
 #     root=/dev/nbd0 ip=dhcp rw: one attach, by nbdboot's script (Debian's
 #     never ran); ipconfig's first round got the lease (the link was up; so
 #     in 2, 3, 4 and 6 too); init-top/nbdboot's udev rule brought it up as
-#     udev named it (its kernel-log line; so in 4 too)
+#     udev named it (its kernel-log line; so in 4 too), and its early
+#     ipconfig had the lease before local-top began (so in 6 and 8 too)
 #   2 qemu-nbd, partitioned image: nbdroot=10.0.2.2:PORT/part root=/dev/nbd0p1
 #     (DHCP without ip=)
 #   3 TLS: nbdkit --tls=require --tls-verify-peer (tests/pki.sh), root=nbds://
@@ -44,9 +45,14 @@
 #     attached, no "ALERT! ... does not exist" and no wait for the root device.
 #     The test kills qemu once the failure is visible (panic=-1 from boot.sh
 #     usually reboots it first)
-#   6 dracut's root=nbd:10.0.2.2:PORT:ext4:noatime against nbdkit's default
-#     export: ROOTFSTYPE and ROOTFLAGS from dracut's fields reach init (the
-#     root is mounted noatime)
+#   6 dracut's root=nbd:10.0.2.2:PORT:ext4:noatime ip=:::::ens2:dhcp against
+#     nbdkit's default export: ROOTFSTYPE and ROOTFLAGS from dracut's fields
+#     reach init (the root is mounted noatime); the udev rule for the device
+#     ip= names brought it up
+#   8 nbdroot=dhcp root=/dev/nbd0 ip=dhcp: the root-path from DHCP, on a network
+#     of its own (syslib.sh's sys_dhcp_net: dnsmasq in a network namespace,
+#     root-path SRV:10809/rootfs, nbdkit there): nbdboot attached export
+#     rootfs of that server, and the server saw one connection
 # Boot of dropin.img:
 #   4 Debian's nbd script with NBDCLIENT=/sbin/nbdboot (the drop-in), nbd-server,
 #     nbdroot=10.0.2.2:PORT/rootfs root=/dev/nbd0 ip=dhcp: Debian's script ran
@@ -64,7 +70,7 @@ T0_ALL=$(date +%s)
 LOGDIR=$ROOT/build/vm
 mkdir -p "$LOGDIR"
 . "$here/syslib.sh"     # sys_run, sys_image, sys_boot_*, sys_booted
-want=" ${*:-0 1 2 3 4 5 6} "
+want=" ${*:-0 1 2 3 4 5 6 8} "
 wanted() { case $want in *" $1 "*) return 0 ;; esac; return 1; }
 
 finish() {
@@ -80,6 +86,7 @@ need nbd-server nbd-server
 need qemu-nbd qemu-utils
 need debugfs e2fsprogs
 need openssl openssl
+need dnsmasq dnsmasq-base
 
 # ==== Setup: the root, the PKI, two images (at once), boot images ==========
 
@@ -119,7 +126,7 @@ echo "itools: images built in $(($(date +%s) - tb)) s ($(du -m "$SYS_OUT/std.img
 
 # Every boot's root image is copied now, before the boots start.
 declare -A IMGS KINDS
-for n in 1 2 3 4 5 6 7; do
+for n in 1 2 3 4 5 6 7 8; do
 	wanted "$n" || continue
 	kind=flat
 	[ "$n" = 2 ] && kind=part
@@ -167,7 +174,7 @@ LINK_EARLY='\] nbdboot: ens2 is up \(as soon as udev named it\)'
 
 # serve N START ARGS...: a server for boot N (tests/lib.sh's start_*); one that
 # does not come up fails boot N
-declare -A SERVERS START_WHY
+declare -A SERVERS START_WHY NETNS
 serve() {
 	local n=$1
 	shift
@@ -192,6 +199,15 @@ check_1() {
 	sys_con_lacks "$DEBIAN_RAN" "Debian's nbd script is not in the image"
 	sys_con_lacks "$IPCONFIG_RETRY" "ipconfig's first round got the lease (the link was up)"
 	sys_con_has "$LINK_EARLY" "init-top/nbdboot's udev rule brought the link up"
+	lease_early
+}
+# lease_early: init-top/nbdboot's ipconfig had the lease before local-top began
+lease_early() {
+	local a b
+	a=$(grep -En -m1 'IP-Config: [a-z0-9]+ complete' <<<"$CON" | cut -d: -f1)
+	b=$(grep -En -m1 'Begin: Mounting root file system' <<<"$CON" | cut -d: -f1)
+	[ -n "$a" ] && [ -n "$b" ] && [ "$a" -lt "$b" ] ||
+		why "the lease (console line ${a:-none}) did not come before local-top (line ${b:-none}): no early DHCP"
 }
 
 start_2() {
@@ -283,12 +299,32 @@ failed_boot() {
 
 start_6() {
 	serve 6 start_nbdkit file "${IMGS[6]}" &&
-		sys_boot_start "$std" "root=nbd:10.0.2.2:$PORT:ext4:noatime rw"
+		sys_boot_start "$std" "root=nbd:10.0.2.2:$PORT:ext4:noatime ip=:::::ens2:dhcp rw"
 }
 check_6() {
 	sys_booted /dev/nbd0
 	sys_con_has '^VMTEST root=/dev/nbd0 fstype=ext4 options=rw,noatime' "mounted with dracut's ROOTFLAGS (noatime)"
 	sys_con_lacks "$IPCONFIG_RETRY" "ipconfig's first round got the lease"
+	sys_con_has "$LINK_EARLY" "the udev rule for ip='s device (NAME==ens2) brought it up"
+	lease_early
+}
+
+start_8() {
+	local rc
+	sys_dhcp_net "$SYS_NET_SRV:10809/rootfs" &&
+		sys_dhcp_serve --filter=log file "${IMGS[8]}" "logfile=$TESTDIR/nbdkit-8.log" &&
+		sys_boot_start "$std" "nbdroot=dhcp root=/dev/nbd0 ip=dhcp rw"
+	rc=$?
+	SERVERS[8]+=" ${DHCP_PIDS[*]}" NETNS[8]=$SYS_NETNS SYS_NETNS=
+	return $rc
+}
+check_8() {
+	local n
+	sys_booted /dev/nbd0
+	sys_con_has '^nbdboot: attached 10\.0\.3\.1:10809 export rootfs to /dev/nbd0 ' 'nbdboot attached what the root-path names'
+	n=$(grep -c 'Connect export=' "$TESTDIR/nbdkit-8.log" 2>/dev/null)
+	[ "${n:-0}" = 1 ] || why "the server saw ${n:-0} connections, expected 1"
+	lease_early
 }
 
 start_7() {
@@ -303,8 +339,9 @@ check_7() {
 
 NAMES=([1]="nbdroot=SRV,PORT,nbd0 ip=dhcp, nbd-server" [2]="partitioned, nbdroot=SRV:PORT/NAME root=/dev/nbd0p1, qemu-nbd"
 	[3]="TLS root=nbds://, CA and client certificate from the image, nbdkit" [4]="Debian's nbd script with NBDCLIENT=/sbin/nbdboot, nbd-server"
-	[5]="failures: wrong export name, no server (nbdboot.wait=5)" [6]="dracut root=nbd:SRV:PORT:ext4:noatime, nbdkit"
-	[7]="reference: Debian's nbd script with nbd-client, nbd-server")
+	[5]="failures: wrong export name, no server (nbdboot.wait=5)" [6]="dracut root=nbd:SRV:PORT:ext4:noatime ip=:::::ens2:dhcp, nbdkit"
+	[7]="reference: Debian's nbd script with nbd-client, nbd-server"
+	[8]="nbdroot=dhcp: the DHCP root-path (dnsmasq), nbdkit")
 
 # ==== 0: the images ===========================================================
 
@@ -366,6 +403,7 @@ run_check() { # run_check BOOT: judge a finished boot
 			tail -n 25 | sed 's/^/     | /'
 	fi
 	for p in ${SERVERS[$b]}; do stop_server "$p"; done
+	[ -z "${NETNS[$b]:-}" ] || ip netns del "${NETNS[$b]}"
 }
 # launch BOOT: start it; a boot that cannot start is judged at once
 launch() {
@@ -400,7 +438,7 @@ collect() {
 }
 
 queue=()
-for b in 1 2 3 6 4 7 5a 5b; do wanted "${b%[ab]}" && queue+=("$b"); done
+for b in 1 2 3 6 4 8 7 5a 5b; do wanted "${b%[ab]}" && queue+=("$b"); done
 for b in "${queue[@]}"; do
 	[ "${#RUNNING[@]}" -lt 2 ] || collect
 	launch "$b"

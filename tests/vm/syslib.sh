@@ -24,6 +24,12 @@
 #                                and read back its data, powered off cleanly,
 #                                no I/O error; image clean with the data on it
 #   sys_times                    "switch_root=S multi_user=S" from the console
+#   sys_dhcp_net ROOTPATH        a network namespace of its own (SYS_NETNS) that
+#                                boots join instead of qemu's user networking:
+#                                dnsmasq hands out leases with ROOTPATH as the
+#                                DHCP root-path (option 17); its address is
+#                                SYS_NET_SRV; DHCP_PIDS; sys_dhcp_net_stop
+#   sys_dhcp_serve ARGS...       nbdkit ARGS in it, on SYS_NET_SRV:10809
 # (no set -u: tests/lib.sh is not written for it)
 
 : "${SYS_TIMEOUT:=240}" "${SYS_MEM:=1024}"
@@ -101,8 +107,10 @@ sys_boot_start() {
 	: >"$LOG"
 	# --drive-none: no IDE CD-ROM or floppy to probe (a lost ATA interrupt
 	# under a busy host once printed "I/O error" for the empty CD drive)
-	"$here/boot.sh" --initrd "$initrd" --timeout "$SYS_TIMEOUT" --mem "$SYS_MEM" --log "$LOG" \
-		--drive-none --append "$*" >/dev/null 2>"$LOG.stderr" &
+	local net=()
+	[ -z "${SYS_NETNS:-}" ] || net=(ip netns exec "$SYS_NETNS")
+	${net[@]+"${net[@]}"} "$here/boot.sh" --initrd "$initrd" --timeout "$SYS_TIMEOUT" --mem "$SYS_MEM" --log "$LOG" \
+		--drive-none ${SYS_NETNS:+--tap tap0} --append "$*" >/dev/null 2>"$LOG.stderr" &
 	VM_PID=$!
 }
 sys_boot_wait() {
@@ -144,4 +152,67 @@ sys_booted() {
 
 sys_times() {
 	sed -n 's/^VMTEST times \(switch_root=[0-9.a-z]* multi_user=[0-9.a-z]*\).*/\1/p' <<<"$CON" | head -n1
+}
+
+# ==== A DHCP server with a root-path =========================================
+# qemu's user networking sends no root-path (DHCP option 17), so root=dhcp and
+# nbdroot=dhcp boot on a network of their own: a namespace nbdboot-PID-N (the
+# test's PID: tests/lib.sh's cleanup removes what is left) with a tap device,
+# tap0, SYS_NET_SRV/24, that qemu joins (boot.sh --tap, run in the namespace
+# when SYS_NETNS is set), and dnsmasq handing out leases there.  Nothing in
+# it reaches beyond this machine.
+
+SYS_NET_SRV=10.0.3.1
+_sys_nets=0
+
+# sys_dhcp_net ROOTPATH: SYS_NETNS, with dnsmasq running (DHCP_PIDS)
+sys_dhcp_net() {
+	local d i
+	_sys_nets=$((_sys_nets + 1))
+	SYS_NETNS=nbdboot-$$-$_sys_nets-$BASHPID
+	d=$TESTDIR/$SYS_NETNS
+	DHCP_PIDS=()
+	mkdir -p "$d"
+	{ ip netns add "$SYS_NETNS" && ip -n "$SYS_NETNS" link set lo up &&
+		ip -n "$SYS_NETNS" tuntap add dev tap0 mode tap &&
+		ip -n "$SYS_NETNS" addr add "$SYS_NET_SRV/24" dev tap0 &&
+		ip -n "$SYS_NETNS" link set tap0 up; } >"$d/ip.log" 2>&1 ||
+		{ why "could not make network namespace $SYS_NETNS: $(tail -n2 "$d/ip.log" | tr '\n' ' ')"; return 1; }
+	ip netns exec "$SYS_NETNS" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --user=root \
+		--interface=tap0 --bind-interfaces --dhcp-authoritative \
+		--dhcp-range=10.0.3.10,10.0.3.99,255.255.255.0,1h "--dhcp-option=option:root-path,$1" \
+		--dhcp-leasefile="$d/leases" --pid-file="$d/dnsmasq.pid" --log-dhcp --log-facility="$d/dnsmasq.log" \
+		>"$d/dnsmasq.out" 2>&1 </dev/null &
+	DHCP_PIDS+=($!)
+	for i in $(seq 50); do
+		[ -s "$d/dnsmasq.pid" ] && return 0
+		kill -0 "${DHCP_PIDS[0]}" 2>/dev/null || break
+		sleep 0.1
+	done
+	why "dnsmasq did not start: $(cat "$d/dnsmasq.out" "$d/dnsmasq.log" 2>/dev/null | tail -n3 | tr '\n' ' ')"
+	return 1
+}
+
+# sys_dhcp_serve NBDKIT-ARGS...: nbdkit in SYS_NETNS on SYS_NET_SRV:10809
+sys_dhcp_serve() {
+	local d=$TESTDIR/$SYS_NETNS i
+	ip netns exec "$SYS_NETNS" nbdkit -f --exit-with-parent -P "$d/nbdkit.pid" -i "$SYS_NET_SRV" -p 10809 "$@" \
+		>"$d/nbdkit.log" 2>&1 </dev/null &
+	DHCP_PIDS+=($!)
+	for i in $(seq 50); do
+		[ -s "$d/nbdkit.pid" ] && return 0
+		kill -0 "$!" 2>/dev/null || break
+		sleep 0.1
+	done
+	why "nbdkit did not start in $SYS_NETNS: $(tail -n3 "$d/nbdkit.log" | tr '\n' ' ')"
+	return 1
+}
+
+# sys_dhcp_net_stop: its servers stopped, the namespace removed
+sys_dhcp_net_stop() {
+	local p
+	for p in "${DHCP_PIDS[@]}"; do stop_server "$p"; done
+	DHCP_PIDS=()
+	[ -z "${SYS_NETNS:-}" ] || ip netns del "$SYS_NETNS" 2>/dev/null
+	SYS_NETNS=
 }
