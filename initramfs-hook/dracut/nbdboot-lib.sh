@@ -164,6 +164,10 @@ nbdboot_attach() {
 		echo 2 >"$NBDBOOT_RUN/failed"
 		return 1
 	fi
+	# the cmdline hook loaded them when the command line named the root;
+	# with root=dhcp only the root-path has said it is NBD, and over TLS
+	modprobe -q nbd
+	[ "$NBD_TLS" != 1 ] || modprobe -q tls
 	nbdboot_root_setup boot
 	nbdboot_say "$2: attaching $1 to $NBD_DEVICE"
 	nbdboot --cmdline "$NBDBOOT_RUN/cmdline" >/dev/console 2>&1
@@ -219,6 +223,7 @@ nbdboot_networkd_rootpath() {
 # root=dhcp).  No link within nbdboot.wait= (default 60 s) is a failure.
 nbdboot_networkd_attach() {
 	local spec since wait=60
+	mkdir -p "$NBDBOOT_RUN" # root=dhcp: the cmdline hook made nothing yet
 	[ -e "$NBDBOOT_RUN/since" ] || nbdboot_uptime >"$NBDBOOT_RUN/since"
 	if ! nbdboot_networkd_up; then
 		read -r since <"$NBDBOOT_RUN/since"

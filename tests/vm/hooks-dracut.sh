@@ -347,7 +347,8 @@ scen_9() {
 	SYS_NAME=d9 sys_image flat
 	if sys_dhcp_net "nbd:$SYS_NET_SRV:rootfs:ext4" && sys_dhcp_serve --filter=log file "$IMG" "logfile=$nlog"; then
 		SERVERS+=("${DHCP_PIDS[@]}")
-		boot 9 sd "root=dhcp rw"
+		# a failure ends in the emergency shell: stop there, not at the timeout
+		boot_until 9 sd "reboot: Power down|$EMERGENCY" 600 "root=dhcp rw"
 		sys_booted /dev/nbd0
 		sys_con_has 'dracut: nbdboot: the DHCP root-path is nbd:10\.0\.3\.1:rootfs:ext4' 'the module read the root-path from the lease'
 		n=$(grep -Ec -- '^nbdboot: attached 10\.0\.3\.1:10809 export rootfs to /dev/nbd0 ' <<<"$CON")
