@@ -49,6 +49,9 @@
 #    dnsmasq in a network namespace, root-path nbd:SRV:rootfs:ext4, nbdkit
 #    there on the default port): the module asked networkd for DHCP with the
 #    root-path, said what it got, and nbdboot attached export rootfs once
+# 10 lg (network-legacy, both nbd modules): root=dhcp rw, on such a network,
+#    root-path nbd:SRV:10809:ext4: dhclient's root-path reaches the netroot
+#    handler, which is nbdboot's: one attach, one connection
 #  8 sd: failures, at once: a wrong export name (nbd-server) and no server
 #    (nbdboot.wait=5): nbdboot's reason on the console before dracut's
 #    emergency shell, which comes within a minute; qemu is stopped then
@@ -61,7 +64,7 @@ LOGDIR=$ROOT/build/vm
 mkdir -p "$LOGDIR"
 : "${SYS_TIMEOUT:=600}"
 . "$here/syslib.sh"
-want=" ${*:-0 1 3 4 5 6 7 8 9} "
+want=" ${*:-0 1 3 4 5 6 7 8 9 10} "
 
 finish() {
 	echo "tests/vm/hooks-dracut.sh: $N_PASS passed, $N_FAIL failed in $(($(date +%s) - T0_ALL)) s (logs: $LOGDIR/dracut-*.log)"
@@ -97,7 +100,7 @@ mkimage() {
 }
 imgs=" "
 for n in 0 1 4 5 7 8 9; do wanted $n && imgs="${imgs/ sd / }sd "; done
-for n in 0 6; do wanted $n && imgs="${imgs/ lg / }lg "; done
+for n in 0 6 10; do wanted $n && imgs="${imgs/ lg / }lg "; done
 for n in 0 3 7; do wanted $n && imgs="${imgs/ sh / }sh "; done
 t0=$(date +%s)
 declare -A gen_pid
@@ -360,6 +363,24 @@ scen_9() {
 	end_test
 }
 
+scen_10() {
+	begin "dracut 10: systemd flavour, network-legacy, root=dhcp: the DHCP root-path nbd:SRV:PORT:ext4 (dnsmasq) reaches the netroot handler, nbdkit"
+	local nlog=$TESTDIR/nbdkit-10.log n
+	SYS_NAME=d10 sys_image flat
+	if sys_dhcp_net "nbd:$SYS_NET_SRV:10809:ext4" && sys_dhcp_serve --filter=log file "$IMG" "logfile=$nlog"; then
+		SERVERS+=("${DHCP_PIDS[@]}")
+		boot_until 10 lg "reboot: Power down|$EMERGENCY" 600 "root=dhcp rw"
+		sys_booted /dev/nbd0
+		sys_con_has "$HANDLER_ATTACH"'nbd:10\.0\.3\.1:10809:ext4' 'the netroot handler attached what the root-path names'
+		n=$(grep -Ec -- '^nbdboot: attached 10\.0\.3\.1:10809 to /dev/nbd0 ' <<<"$CON")
+		[ "$n" = 1 ] || why "$n attach lines for 10.0.3.1:10809, expected 1"
+		n=$(grep -c 'Connect export=' "$nlog" 2>/dev/null)
+		[ "${n:-0}" = 1 ] || why "the server saw ${n:-0} connections, expected 1 ($nlog)"
+	fi
+	sys_dhcp_net_stop
+	end_test
+}
+
 # lane N...: scenarios one after another, each in a subshell (its servers
 # are stopped when it ends), its output kept for the report
 lane() {
@@ -376,10 +397,10 @@ lane() {
 # do not overlap. The outputs are replayed and counted in number order.
 lane 1 4 7 9 &
 lane_a=$!
-lane 3 8 6 5 &
+lane 3 8 6 5 10 &
 lane_b=$!
 wait "$lane_a" "$lane_b"
-for n in 1 3 4 5 6 7 8 9; do
+for n in 1 3 4 5 6 7 8 9 10; do
 	wanted "$n" || continue
 	o=$(<"$TESTDIR/out-$n")
 	echo "$o"
