@@ -210,12 +210,13 @@ EMERGENCY='Entering emergency mode|Dropping to debug shell'
 TLS_SRV=(--tls=require "--tls-certificates=$PKI/nbdkit" --tls-verify-peer)
 TLS_BOOT="nbdboot.tlshostname=nbd.test"
 
-# one_attach NLOG: the console has one attach by nbdboot and nothing from
-# nbd-client; nbdkit's log filter (NLOG) saw exactly one connection
+# one_attach NLOG [ATTACH-REGEX]: the console has one attach by nbdboot
+# (ATTACHED by default) and nothing from nbd-client; nbdkit's log filter
+# (NLOG) saw exactly one connection
 one_attach() {
 	local n
-	n=$(grep -Ec -- "$ATTACHED" <<<"$CON")
-	[ "$n" = 1 ] || why "$n attach lines from nbdboot, expected 1"
+	n=$(grep -Ec -- "${2:-$ATTACHED}" <<<"$CON")
+	[ "$n" = 1 ] || why "$n attach lines from nbdboot matching /${2:-$ATTACHED}/, expected 1"
 	sys_con_lacks 'Negotiation: |nbd-client' 'nbd-client never runs'
 	[ -z "$1" ] && return
 	n=$(grep -c 'Connect export=' "$1" 2>/dev/null)
@@ -344,40 +345,34 @@ scen_8() {
 	end_test
 }
 
-scen_9() {
-	begin "dracut 9: systemd flavour, networkd, root=dhcp: the DHCP root-path nbd:SRV:NAME:ext4 (dnsmasq), nbdkit"
-	local nlog=$TESTDIR/nbdkit-9.log n
-	SYS_NAME=d9 sys_image flat
-	if sys_dhcp_net "nbd:$SYS_NET_SRV:rootfs:ext4" && sys_dhcp_serve --filter=log file "$IMG" "logfile=$nlog"; then
+# dhcp_boot N IMAGE ROOTPATH ATTACH-REGEX: boot N of IMAGE with root=dhcp rw
+# on a network of its own (sys_dhcp_net) whose DHCP server hands out
+# ROOTPATH, nbdkit (log filter) serving a fresh root there; checked with
+# sys_booted and one_attach; a failure stops at the emergency shell, not at
+# the timeout.  The scenario's own console checks follow (CON).
+dhcp_boot() {
+	local n=$1 image=$2 nlog=$TESTDIR/nbdkit-$1.log
+	SYS_NAME=d$n sys_image flat
+	if sys_dhcp_net "$3" && sys_dhcp_serve --filter=log file "$IMG" "logfile=$nlog"; then
 		SERVERS+=("${DHCP_PIDS[@]}")
-		# a failure ends in the emergency shell: stop there, not at the timeout
-		boot_until 9 sd "reboot: Power down|$EMERGENCY" 600 "root=dhcp rw"
+		boot_until "$n" "$image" "reboot: Power down|$EMERGENCY" 600 "root=dhcp rw"
 		sys_booted /dev/nbd0
-		sys_con_has 'dracut: nbdboot: the DHCP root-path is nbd:10\.0\.3\.1:rootfs:ext4' 'the module read the root-path from the lease'
-		n=$(grep -Ec -- '^nbdboot: attached 10\.0\.3\.1:10809 export rootfs to /dev/nbd0 ' <<<"$CON")
-		[ "$n" = 1 ] || why "$n attach lines for export rootfs of 10.0.3.1, expected 1"
-		n=$(grep -c 'Connect export=' "$nlog" 2>/dev/null)
-		[ "${n:-0}" = 1 ] || why "the server saw ${n:-0} connections, expected 1 ($nlog)"
+		one_attach "$nlog" "$4"
 	fi
 	sys_dhcp_net_stop
+}
+
+scen_9() {
+	begin "dracut 9: systemd flavour, networkd, root=dhcp: the DHCP root-path nbd:SRV:NAME:ext4 (dnsmasq), nbdkit"
+	dhcp_boot 9 sd "nbd:$SYS_NET_SRV:rootfs:ext4" '^nbdboot: attached 10\.0\.3\.1:10809 export rootfs to /dev/nbd0 '
+	sys_con_has 'dracut: nbdboot: the DHCP root-path is nbd:10\.0\.3\.1:rootfs:ext4' 'the module read the root-path from the lease'
 	end_test
 }
 
 scen_10() {
 	begin "dracut 10: systemd flavour, network-legacy, root=dhcp: the DHCP root-path nbd:SRV:PORT:ext4 (dnsmasq) reaches the netroot handler, nbdkit"
-	local nlog=$TESTDIR/nbdkit-10.log n
-	SYS_NAME=d10 sys_image flat
-	if sys_dhcp_net "nbd:$SYS_NET_SRV:10809:ext4" && sys_dhcp_serve --filter=log file "$IMG" "logfile=$nlog"; then
-		SERVERS+=("${DHCP_PIDS[@]}")
-		boot_until 10 lg "reboot: Power down|$EMERGENCY" 600 "root=dhcp rw"
-		sys_booted /dev/nbd0
-		sys_con_has "$HANDLER_ATTACH"'nbd:10\.0\.3\.1:10809:ext4' 'the netroot handler attached what the root-path names'
-		n=$(grep -Ec -- '^nbdboot: attached 10\.0\.3\.1:10809 to /dev/nbd0 ' <<<"$CON")
-		[ "$n" = 1 ] || why "$n attach lines for 10.0.3.1:10809, expected 1"
-		n=$(grep -c 'Connect export=' "$nlog" 2>/dev/null)
-		[ "${n:-0}" = 1 ] || why "the server saw ${n:-0} connections, expected 1 ($nlog)"
-	fi
-	sys_dhcp_net_stop
+	dhcp_boot 10 lg "nbd:$SYS_NET_SRV:10809:ext4" '^nbdboot: attached 10\.0\.3\.1:10809 to /dev/nbd0 '
+	sys_con_has "$HANDLER_ATTACH"'nbd:10\.0\.3\.1:10809:ext4' 'the netroot handler attached what the root-path names'
 	end_test
 }
 

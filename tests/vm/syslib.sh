@@ -167,7 +167,7 @@ _sys_nets=0
 
 # sys_dhcp_net ROOTPATH: SYS_NETNS, with dnsmasq running (DHCP_PIDS)
 sys_dhcp_net() {
-	local d i
+	local d
 	_sys_nets=$((_sys_nets + 1))
 	SYS_NETNS=nbdboot-$$-$_sys_nets-$BASHPID
 	d=$TESTDIR/$SYS_NETNS
@@ -184,26 +184,18 @@ sys_dhcp_net() {
 		--dhcp-leasefile="$d/leases" --pid-file="$d/dnsmasq.pid" --log-dhcp --log-facility="$d/dnsmasq.log" \
 		>"$d/dnsmasq.out" 2>&1 </dev/null &
 	DHCP_PIDS+=($!)
-	for i in $(seq 50); do
-		[ -s "$d/dnsmasq.pid" ] && return 0
-		kill -0 "${DHCP_PIDS[0]}" 2>/dev/null || break
-		sleep 0.1
-	done
+	_wait_ready "$!" test -s "$d/dnsmasq.pid" && return 0
 	why "dnsmasq did not start: $(cat "$d/dnsmasq.out" "$d/dnsmasq.log" 2>/dev/null | tail -n3 | tr '\n' ' ')"
 	return 1
 }
 
 # sys_dhcp_serve NBDKIT-ARGS...: nbdkit in SYS_NETNS on SYS_NET_SRV:10809
 sys_dhcp_serve() {
-	local d=$TESTDIR/$SYS_NETNS i
+	local d=$TESTDIR/$SYS_NETNS
 	ip netns exec "$SYS_NETNS" nbdkit -f --exit-with-parent -P "$d/nbdkit.pid" -i "$SYS_NET_SRV" -p 10809 "$@" \
 		>"$d/nbdkit.log" 2>&1 </dev/null &
 	DHCP_PIDS+=($!)
-	for i in $(seq 50); do
-		[ -s "$d/nbdkit.pid" ] && return 0
-		kill -0 "$!" 2>/dev/null || break
-		sleep 0.1
-	done
+	_wait_ready "$!" test -s "$d/nbdkit.pid" && return 0
 	why "nbdkit did not start in $SYS_NETNS: $(tail -n3 "$d/nbdkit.log" | tr '\n' ' ')"
 	return 1
 }
