@@ -393,6 +393,7 @@ bool nbd_last_error_transient(void) { return err.transient; }
 
 enum {
 	O_PROBE = 256, O_WAIT, O_CMDLINE, O_PRINT_ENV, O_TLS_PROXY, O_DEAD_TIMEOUT,
+	O_FAILOVER, O_NO_PERSIST,
 };
 
 struct opt {
@@ -421,7 +422,8 @@ static const struct opt options[] = {
 	{ 'v', "verbose", false },
 	{ O_WAIT, "wait", true },     { O_CMDLINE, "cmdline", false },
 	{ O_PRINT_ENV, "print-env", false }, { O_TLS_PROXY, "tls-proxy", false },
-	{ O_DEAD_TIMEOUT, "dead-timeout", true },
+	{ O_DEAD_TIMEOUT, "dead-timeout", true }, { O_FAILOVER, "failover", true },
+	{ O_NO_PERSIST, "no-persist", false },
 };
 
 static const struct opt *find_long(const char *name, size_t len)
@@ -711,6 +713,29 @@ static int positional(struct nbd_config *cfg, const char *a, int *npos)
 			  shown_name(a));
 }
 
+/* --failover HOST[:PORT] ([IPv6][:PORT]; a bare IPv6 address has no port):
+ * one more server with the same export, tried in the order given. */
+static int add_failover(struct nbd_config *cfg, const char *v)
+{
+	struct nbd_config tmp;
+	const char *rb = v[0] == '[' ? strchr(v, ']') : NULL;
+	const char *colon = rb ? (rb[1] == ':' ? rb + 1 : NULL) : strchr(v, ':');
+	size_t hlen;
+	if (colon && !rb && strchr(colon + 1, ':'))
+		colon = NULL; /* an IPv6 address without brackets */
+	if (rb && rb[1] && rb[1] != ':')
+		return fail_usage("failover server '%s': use HOST[:PORT] or [IPv6][:PORT]", shown_name(v));
+	if (cfg->nfailover == NBD_FAILOVER_MAX)
+		return fail_usage("at most %d failover servers", NBD_FAILOVER_MAX);
+	hlen = colon ? (size_t)(colon - v) : strlen(v);
+	tmp.port[0] = 0;
+	if (set_host(&tmp, v, hlen) || (colon && set_port(&tmp, colon + 1)))
+		return fail_prefix("failover server");
+	memcpy(cfg->failover[cfg->nfailover].host, tmp.host, sizeof tmp.host);
+	memcpy(cfg->failover[cfg->nfailover++].port, tmp.port, sizeof tmp.port);
+	return 0;
+}
+
 static int set_mode(struct nbd_config *cfg, enum nbd_mode m)
 {
 	if (cfg->mode != MODE_ATTACH && cfg->mode != m)
@@ -728,7 +753,9 @@ static int apply_option(struct nbd_config *cfg, int id, const char *v)
 	case 't': return parse_u32(v, 1, UINT32_MAX, &cfg->timeout, "timeout");
 	case 'C': return parse_u32(v, 1, NBD_CONNS_MAX, &cfg->conns, "connections");
 	case 'R': cfg->readonly = true; return 0;
-	case 'p': /* nbd-client's; reconnecting is not implemented (yet) */
+	case 'p': cfg->persist = cfg->persist_given = true; return 0;
+	case O_NO_PERSIST: cfg->persist = false; cfg->persist_given = true; return 0;
+	case O_FAILOVER: return add_failover(cfg, v);
 	case 's': /* resident processes are always locked in memory */
 	case 'm': /* ... and always marked '@' for systemd */
 	case 'P': /* nbd-client's preinit: nbdboot always negotiates itself */
@@ -883,6 +910,8 @@ int nbd_config_check(const struct nbd_config *cfg)
 		return fail_usage("--print-env goes with --cmdline");
 	if ((cfg->mode == MODE_CHECK || cfg->mode == MODE_DISCONNECT) && !cfg->device[0])
 		return fail_usage("-c and -d need a device (/dev/nbdN)");
+	if (cfg->nfailover && cfg->unix_path[0])
+		return fail_usage("--failover servers go with a TCP server, not a Unix socket");
 	return 0;
 }
 
@@ -903,7 +932,8 @@ int nbd_cmdline_option(struct nbd_config *cfg, const char *word)
 		{ "no-optgo", 'g' },     { "tls", 'x' },       { "cacert", 'A' },
 		{ "cert", 'F' },         { "key", 'K' },       { "tlshostname", 'H' },
 		{ "name", 'N' },         { "device", 'D' },     { "tls-proxy", O_TLS_PROXY },
-		{ "dead-timeout", O_DEAD_TIMEOUT },
+		{ "dead-timeout", O_DEAD_TIMEOUT }, { "failover", O_FAILOVER },
+		{ "nopersist", O_NO_PERSIST },  { "no-persist", O_NO_PERSIST },
 	};
 	const char *eq = strchr(word, '=');
 	size_t klen = eq ? (size_t)(eq - word) : strlen(word);
@@ -1194,6 +1224,22 @@ static const char *server_name(const struct nbd_config *cfg)
 	else
 		fmt(buf, sizeof buf, "%s:%s", cfg->host, cfg->port);
 	return buf;
+}
+
+/* Server i (0: the first, then --failover's in order) as a configuration
+ * of its own: the same export, TLS and options, another host and port. */
+static const struct nbd_config *server_config(const struct nbd_config *cfg, unsigned i)
+{
+	static struct nbd_config one;
+	const struct nbd_server *s;
+	if (i == 0 || i > cfg->nfailover)
+		return cfg;
+	s = &cfg->failover[i - 1];
+	one = *cfg;
+	memcpy(one.host, s->host, sizeof one.host);
+	if (s->port[0])
+		memcpy(one.port, s->port, sizeof one.port);
+	return &one;
 }
 
 static void tune_tcp(int fd)
@@ -2719,6 +2765,10 @@ static struct retry_state {
 	uint64_t rng;
 	char last[sizeof err.msg]; /* the last failure that was not the deadline itself */
 	bool said[3];              /* by enum retry_kind */
+	unsigned server;           /* with --failover: where to start, then who answered */
+	unsigned said_next;        /* servers whose failure was told (bits) */
+	bool reconnecting;         /* the monitor's retries, not the boot's --wait */
+	int64_t max_ms;            /* the longest pause; 0: NBD_RETRY_MAX_MS */
 } retry;
 
 /* xorshift64*, seeded from the kernel (never blocking) and the clock:
@@ -2744,8 +2794,9 @@ static uint64_t jitter_random(void)
 static int64_t backoff_ms(unsigned n)
 {
 	int64_t step = NBD_RETRY_FIRST_MS << (n < 16 ? n : 16);
-	if (step > NBD_RETRY_MAX_MS)
-		step = NBD_RETRY_MAX_MS;
+	int64_t max = retry.max_ms ? retry.max_ms : NBD_RETRY_MAX_MS;
+	if (step > max)
+		step = max;
 	return step / 2 + (int64_t)(jitter_random() % (uint64_t)(step / 2 + 1));
 }
 
@@ -2757,25 +2808,44 @@ static void retry_note(const struct nbd_config *cfg, enum retry_kind kind)
 	if (retry.said[kind] || err.deadline)
 		return;
 	retry.said[kind] = true;
-	say("%s; retrying until %u s have passed (--wait)", err.msg, cfg->wait_seconds);
+	if (retry.reconnecting)
+		say("%s; retrying", err.msg);
+	else
+		say("%s; retrying until %u s have passed (--wait)", err.msg, cfg->wait_seconds);
 }
 
-/* Connect and run op until it succeeds or the deadline passes. */
+/* With --failover: server s failed; the next one is tried at once. */
+static void failover_note(const struct nbd_config *cfg, unsigned s, unsigned next)
+{
+	if (err.deadline || (retry.said_next & (1u << s)))
+		return;
+	retry.said_next |= 1u << s;
+	say("%s; trying %s", err.msg, server_name(server_config(cfg, next)));
+}
+
+/* Connect and run op until it succeeds or the deadline passes.  With
+ * --failover each failure moves to the next server, and the pause comes
+ * after a round of them; a refusal ends it only when every server of the
+ * round refused. */
 static int with_retries(const struct nbd_config *cfg, int64_t deadline,
-			int (*op)(struct nbd_conn *, void *), void *arg)
+			int (*op)(struct nbd_conn *, const struct nbd_config *, void *), void *arg)
 {
 	int64_t greeting_ms = NBD_GREETING_FIRST_MS;
+	unsigned servers = 1 + cfg->nfailover, s = retry.server % servers, first = s;
+	bool refused_round = true;
 	for (unsigned n = 0;; n++) {
+		const struct nbd_config *sc = server_config(cfg, s);
 		struct nbd_conn c = { .fd = -1, .deadline_ms = deadline };
 		nbd_error_clear();
-		trace("connecting to %s", server_name(cfg));
-		c.fd = cfg->unix_path[0] ? connect_unix(cfg, deadline) : connect_tcp(cfg, deadline);
+		trace("connecting to %s", server_name(sc));
+		c.fd = sc->unix_path[0] ? connect_unix(sc, deadline) : connect_tcp(sc, deadline);
 		if (c.fd >= 0) {
 			trace("connected");
 			c.started = nbd_now_ms();
 			c.greeting_by = c.started + greeting_ms;
-			if (op(&c, arg) == 0) {
+			if (op(&c, sc, arg) == 0) {
 				trace("negotiated");
+				retry.server = s;
 				return c.fd;
 			}
 			close(c.fd);
@@ -2783,10 +2853,21 @@ static int with_retries(const struct nbd_config *cfg, int64_t deadline,
 				greeting_ms *= 2; /* or a slow server: give the next one longer */
 		}
 		/* a deadline that cut off a retry: the failure before it is the news */
-		if (!err.transient && !(err.deadline && retry.last[0]))
+		bool refused = !err.transient && !(err.deadline && retry.last[0]);
+		if (refused && servers == 1)
 			return -1;
-		retry_note(cfg, c.fd < 0 ? RETRY_NETWORK
+		refused_round = refused_round && refused;
+		if (servers > 1 && (s + 1) % servers != first && nbd_now_ms() < deadline) {
+			failover_note(cfg, s, (s + 1) % servers);
+			s = (s + 1) % servers;
+			continue;
+		}
+		if (refused_round)
+			return -1; /* every server refused for good */
+		retry_note(sc, c.fd < 0 ? RETRY_NETWORK
 				: c.greeting_late ? RETRY_NO_GREETING : RETRY_ANSWER);
+		s = first;
+		refused_round = true;
 		int64_t left = deadline - nbd_now_ms(), pause = backoff_ms(n);
 		if (left > 0)
 			sleep_ms(pause < left ? pause : left);
@@ -2800,20 +2881,19 @@ static int with_retries(const struct nbd_config *cfg, int64_t deadline,
 }
 
 struct open_args {
-	const struct nbd_config *cfg;
 	struct nbd_export *ex;
 	bool probe;
 };
 
-static int open_op(struct nbd_conn *c, void *arg)
+static int open_op(struct nbd_conn *c, const struct nbd_config *cfg, void *arg)
 {
 	struct open_args *a = arg;
-	return nbd_negotiate(c, a->cfg, a->ex, a->probe);
+	return nbd_negotiate(c, cfg, a->ex, a->probe);
 }
 
 int nbd_open(const struct nbd_config *cfg, int64_t deadline, struct nbd_export *ex, bool probe)
 {
-	struct open_args a = { cfg, ex, probe };
+	struct open_args a = { ex, probe };
 	return with_retries(cfg, deadline, open_op, &a);
 }
 
@@ -2895,14 +2975,38 @@ static int nl_send(int fd, struct nlmsg *m)
 	return send(fd, m->buf, m->len, 0) < 0 ? -errno : 0;
 }
 
-/* One datagram of replies: the first attribute of type want (u32, or u16
- * when shorter) lands in *out.  0 at the ACK, a negative errno for an error
- * or a malformed reply, 1 when the ACK is still to come. */
-static int nl_parse(const uint8_t *rx, size_t n, uint16_t want, uint32_t *out)
+/* The first attribute of type `type` among the n bytes of attributes at p:
+ * 1 with its payload in *val and *len, 0 when there is none, -EBADMSG when
+ * any length runs past the end. */
+static int nl_find(const uint8_t *p, size_t n, uint16_t type, const uint8_t **val, size_t *len)
 {
+	int found = 0;
+	for (size_t a = 0; a + sizeof(struct nl_attr) <= n;) {
+		struct nl_attr at;
+		memcpy(&at, p + a, sizeof at);
+		if (at.len < sizeof at || at.len > n - a)
+			return -EBADMSG;
+		if (!found && (at.type & NLA_TYPE_MASK) == type) {
+			*val = p + a + sizeof at;
+			*len = at.len - sizeof at;
+			found = 1;
+		}
+		a += NL_ALIGN(at.len);
+	}
+	return found;
+}
+
+/* What nl_walk() hands each message: its generic netlink command and
+ * attributes; a negative errno fails the datagram. */
+typedef int nl_visit(uint8_t cmd, const uint8_t *attrs, size_t len, void *arg);
+
+/* One datagram of messages, each given to fn.  0 at the ACK, a negative
+ * errno for an error or a malformed reply, 1 when the ACK is still to come. */
+static int nl_walk(const uint8_t *rx, size_t n, nl_visit *fn, void *arg)
+{
+	const size_t head = sizeof(struct nl_hdr) + sizeof(struct genl_hdr);
 	for (size_t off = 0; off + sizeof(struct nl_hdr) <= n;) {
 		struct nl_hdr r;
-		size_t a;
 		memcpy(&r, rx + off, sizeof r);
 		if (r.len < sizeof r || r.len > n - off)
 			return -EBADMSG;
@@ -2913,26 +3017,40 @@ static int nl_parse(const uint8_t *rx, size_t n, uint16_t want, uint32_t *out)
 			memcpy(&e, rx + off + sizeof r, sizeof e);
 			return e > 0 ? -EBADMSG : e;
 		}
-		for (a = off + sizeof r + sizeof(struct genl_hdr); a + sizeof(struct nl_attr) <= off + r.len;) {
-			struct nl_attr at;
-			memcpy(&at, rx + a, sizeof at);
-			if (at.len < sizeof at || at.len > off + r.len - a)
-				return -EBADMSG;
-			if ((at.type & NLA_TYPE_MASK) == want && out && at.len >= sizeof at + 2) {
-				uint32_t v = 0;
-				memcpy(&v, rx + a + sizeof at, at.len >= sizeof at + 4 ? 4 : 2);
-				*out = v;
-				out = NULL; /* the first one */
-			}
-			a += NL_ALIGN(at.len);
+		if (r.len >= head) {
+			int e = fn(rx[off + sizeof r], rx + off + head, r.len - head, arg);
+			if (e < 0)
+				return e;
 		}
 		off += NL_ALIGN(r.len);
 	}
 	return 1;
 }
 
-/* Replies until the ACK or the deadline.  0 or a negative errno. */
-static int nl_recv(int fd, int64_t deadline, uint16_t want, uint32_t *out)
+struct nl_want {
+	uint16_t type;
+	uint32_t *out;
+};
+
+static int want_visit(uint8_t cmd, const uint8_t *attrs, size_t len, void *arg)
+{
+	struct nl_want *w = arg;
+	const uint8_t *v;
+	size_t vlen;
+	int r = nl_find(attrs, len, w->type, &v, &vlen);
+	(void)cmd;
+	if (r == 1 && w->out && vlen >= 2) {
+		uint32_t x = 0;
+		memcpy(&x, v, vlen >= 4 ? 4 : 2);
+		*w->out = x;
+		w->out = NULL; /* the first one */
+	}
+	return r < 0 ? r : 0;
+}
+
+/* Replies until the ACK or the deadline, each message to fn.  0 or a
+ * negative errno. */
+static int nl_recv_with(int fd, int64_t deadline, nl_visit *fn, void *arg)
 {
 	static uint8_t rx[8192];
 	for (;;) {
@@ -2945,10 +3063,16 @@ static int nl_recv(int fd, int64_t deadline, uint16_t want, uint32_t *out)
 			continue;
 		if (n < 0)
 			return -errno;
-		r = nl_parse(rx, (size_t)n, want, out);
+		r = nl_walk(rx, (size_t)n, fn, arg);
 		if (r <= 0)
 			return r;
 	}
+}
+
+static int nl_recv(int fd, int64_t deadline, uint16_t want, uint32_t *out)
+{
+	struct nl_want w = { want, out };
+	return nl_recv_with(fd, deadline, want_visit, &w);
 }
 
 static int nl_talk(int fd, struct nlmsg *m, int64_t deadline, uint16_t want, uint32_t *out)
@@ -2997,6 +3121,124 @@ static int nl_open(int64_t deadline, uint16_t *family)
 	return fd < 0 ? -1 : nl_family(fd, deadline, family);
 }
 
+/* -- what the reconnect monitor asks ----------------------------------------- */
+
+struct nl_group {
+	uint16_t family;
+	uint32_t group;
+};
+
+/* GETFAMILY's answer: the family id, and the id of nbd's multicast group
+ * among the numbered nests of CTRL_ATTR_MCAST_GROUPS. */
+static int group_visit(uint8_t cmd, const uint8_t *attrs, size_t len, void *arg)
+{
+	struct nl_group *g = arg;
+	const uint8_t *v, *groups, *one, *name;
+	size_t vlen, glen, olen, nlen;
+	int r = nl_find(attrs, len, CTRL_ATTR_FAMILY_ID, &v, &vlen);
+	(void)cmd;
+	if (r == 1 && vlen >= 2)
+		memcpy(&g->family, v, 2);
+	if (r < 0 || (r = nl_find(attrs, len, CTRL_ATTR_MCAST_GROUPS, &groups, &glen)) != 1)
+		return r < 0 ? r : 0;
+	for (uint16_t i = 1; nl_find(groups, glen, i, &one, &olen) == 1; i++)
+		if (nl_find(one, olen, CTRL_ATTR_MCAST_GRP_NAME, &name, &nlen) == 1 &&
+		    nlen >= sizeof NBD_GENL_MCAST_GROUP &&
+		    !memcmp(name, NBD_GENL_MCAST_GROUP, sizeof NBD_GENL_MCAST_GROUP) &&
+		    nl_find(one, olen, CTRL_ATTR_MCAST_GRP_ID, &v, &vlen) == 1 && vlen >= 4)
+			memcpy(&g->group, v, 4);
+	return 0;
+}
+
+/* A netlink socket in nbd's multicast group (LINK_DEAD); a negative errno. */
+static int nl_join(int64_t deadline)
+{
+	struct nl_group g = { 0, 0 };
+	struct nlmsg m;
+	int r, fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+	if (fd < 0)
+		return -errno;
+	nl_start(&m, GENL_ID_CTRL, CTRL_CMD_GETFAMILY);
+	nl_put(&m, CTRL_ATTR_FAMILY_NAME, NBD_GENL_FAMILY_NAME, sizeof NBD_GENL_FAMILY_NAME);
+	r = nl_send(fd, &m);
+	if (r == 0)
+		r = nl_recv_with(fd, deadline, group_visit, &g);
+	if (r == 0 && !g.group)
+		r = -ENOENT;
+	if (r == 0 && setsockopt(fd, SOL_NETLINK_LEVEL, NETLINK_ADD_MEMBERSHIP_OPT, &g.group,
+				 sizeof g.group) < 0)
+		r = -errno;
+	if (r < 0)
+		close(fd);
+	return r < 0 ? r : fd;
+}
+
+struct nl_status {
+	uint32_t index;
+	int connected; /* -1 until the answer came */
+};
+
+/* STATUS's answer: DEVICE_LIST > DEVICE_ITEM > INDEX, CONNECTED.  An empty
+ * list: there is no such device. */
+static int status_visit(uint8_t cmd, const uint8_t *attrs, size_t len, void *arg)
+{
+	struct nl_status *st = arg;
+	const uint8_t *list, *item, *v;
+	size_t llen, ilen, vlen;
+	int r = nl_find(attrs, len, NBD_ATTR_DEVICE_LIST, &list, &llen);
+	(void)cmd;
+	if (r != 1)
+		return r;
+	st->connected = 0;
+	if ((r = nl_find(list, llen, NBD_DEVICE_ITEM, &item, &ilen)) != 1)
+		return r;
+	if (nl_find(item, ilen, NBD_DEVICE_INDEX, &v, &vlen) != 1 || vlen < 4 ||
+	    memcmp(v, &st->index, 4))
+		return -EBADMSG;
+	if (nl_find(item, ilen, NBD_DEVICE_CONNECTED, &v, &vlen) == 1 && vlen >= 1)
+		st->connected = v[0] != 0;
+	return 0;
+}
+
+/* Is nbdN still connected?  1 or 0, or a negative errno. */
+static int nl_connected(int fd, uint16_t family, int index, int64_t deadline)
+{
+	struct nlmsg m;
+	struct nl_status st = { (uint32_t)index, -1 };
+	int r;
+	nl_start(&m, family, NBD_CMD_STATUS);
+	nl_u32(&m, NBD_ATTR_INDEX, (uint32_t)index);
+	r = nl_send(fd, &m);
+	if (r == 0)
+		r = nl_recv_with(fd, deadline, status_visit, &st);
+	return r < 0 ? r : st.connected < 0 ? -EBADMSG : st.connected;
+}
+
+/* SOCKETS: one SOCK_ITEM > SOCK_FD per socket. */
+static void nl_sockets(struct nlmsg *m, const int *fds, unsigned n)
+{
+	nl_nest(m, NBD_ATTR_SOCKETS);
+	for (unsigned i = 0; i < n; i++) {
+		nl_nest(m, NBD_SOCK_ITEM);
+		nl_u32(m, NBD_SOCK_FD, (uint32_t)fds[i]);
+		nl_end(m);
+	}
+	nl_end(m);
+}
+
+/* RECONFIGURE: the kernel puts sock where a dead connection of nbdN was
+ * (-ENOSPC when none is dead).  The backend identifier must be CONNECT's. */
+static int nl_reconfigure(int fd, uint16_t family, int index, const char *ident, int sock,
+			  int64_t deadline)
+{
+	static struct nlmsg m;
+	nl_start(&m, family, NBD_CMD_RECONFIGURE);
+	nl_u32(&m, NBD_ATTR_INDEX, (uint32_t)index);
+	nl_sockets(&m, &sock, 1);
+	nl_put(&m, NBD_ATTR_BACKEND_IDENTIFIER, ident, strlen(ident) + 1);
+	return nl_talk(fd, &m, deadline, 0, NULL);
+}
+
 static int kernel_error(int e, const char *dev, const char *what)
 {
 	switch (e) {
@@ -3023,6 +3265,23 @@ static int device_index(const char *dev)
 	uint64_t v;
 	scan_decimal(dev + strlen("/dev/nbd"), &v);
 	return (int)v;
+}
+
+/* The kernel's backend identifier: CONNECT sets it, RECONFIGURE repeats it. */
+static void backend_ident(const struct nbd_config *cfg, char *buf, size_t size)
+{
+	fmt(buf, size, "nbdboot:%s", server_name(cfg));
+}
+
+/* The netlink timeouts: given ones, else what reconnecting needs (persist). */
+static uint32_t request_timeout(const struct nbd_config *cfg)
+{
+	return cfg->timeout ? cfg->timeout : cfg->persist ? NBD_PERSIST_TIMEOUT : 0;
+}
+
+static uint32_t dead_timeout(const struct nbd_config *cfg)
+{
+	return cfg->dead_timeout ? cfg->dead_timeout : cfg->persist ? NBD_PERSIST_DEAD_TIMEOUT : 0;
 }
 
 /* -- readiness -------------------------------------------------------------- */
@@ -3204,7 +3463,7 @@ static struct resident {
 	char **argv; /* main's, for the '@' mark */
 } resident;
 
-static void become_resident(int keep_a, int keep_b, bool daemon)
+static void become_resident(const int *keep, unsigned nkeep, bool daemon)
 {
 	sigset_t all;
 	int fd;
@@ -3227,9 +3486,13 @@ static void become_resident(int keep_a, int keep_b, bool daemon)
 		/* "/" always exists */
 	}
 	setsid();
-	for (fd = 0; fd < NBD_FDS_CLOSED; fd++)
-		if (fd != keep_a && fd != keep_b)
+	for (fd = 0; fd < NBD_FDS_CLOSED; fd++) {
+		bool kept = false;
+		for (unsigned i = 0; i < nkeep; i++)
+			kept = kept || keep[i] == fd;
+		if (!kept)
 			close(fd);
+	}
 }
 
 /* The ioctl-mode holder: the kernel serves the device while this task is
@@ -3238,7 +3501,7 @@ static void become_resident(int keep_a, int keep_b, bool daemon)
 __attribute__((noreturn))
 static void hold_device(int nbd, bool daemon)
 {
-	become_resident(nbd, -1, daemon);
+	become_resident(&nbd, 1, daemon);
 	ioctl(nbd, NBD_DO_IT);
 	ioctl(nbd, NBD_CLEAR_QUE);
 	ioctl(nbd, NBD_CLEAR_SOCK);
@@ -3356,7 +3619,7 @@ static int tls_proxy_start(int net)
 		/* what the handshake needed is dead weight in a resident process */
 		madvise(tls.pool, sizeof tls.pool, MADV_DONTNEED);
 		madvise(tls.der, sizeof tls.der, MADV_DONTNEED);
-		become_resident(net, sv[1], true);
+		become_resident((int[]){ net, sv[1] }, 2, true);
 		tls_proxy_loop(net, sv[1]);
 		_exit(0);
 	}
@@ -3364,7 +3627,331 @@ static int tls_proxy_start(int net)
 	return sv[0];
 }
 
+/* After negotiation: the kernel takes the records (kTLS), or a proxy does.
+ * Returns the fd to give the kernel; closes net when a proxy owns it. */
+static int tls_handover(int net, const struct nbd_config *cfg, bool *proxied)
+{
+	int r = cfg->tls_proxy ? 1 : ktls_install(net);
+	int local;
+	*proxied = false;
+	if (r <= 0)
+		return r < 0 ? -1 : net;
+	local = tls_proxy_start(net);
+	if (local < 0)
+		return -1;
+	close(net);
+	*proxied = true;
+	return local;
+}
+
 #endif
+
+/* -- the reconnect monitor ------------------------------------------------------
+ * With persist (the default at boot) a netlink device gets a resident
+ * monitor that keeps its connections alive.  It learns that one died from
+ * the kernel's LINK_DEAD multicast and from its own copy of each socket the
+ * kernel has: the kernel shuts a dead socket down, which poll() sees even
+ * when a multicast was lost.  It connects again with jittered backoff
+ * (moving to the next --failover server when one does not answer),
+ * negotiates (TLS too: a new kTLS session, or a new proxy), refuses a
+ * server whose export is not the same size and flags, and hands the new
+ * socket to the kernel with NBD_CMD_RECONFIGURE; the kernel resends what
+ * was in flight.  A socket shut down without LINK_DEAD may be a disconnect:
+ * it looks again after a grace period.  STATUS every few seconds tells it
+ * when the device was disconnected, and it ends.  After the dead-connection
+ * timeout the kernel fails the I/O; the monitor says so and keeps trying,
+ * more slowly, until the device is disconnected.  Messages go to /dev/kmsg.
+ */
+
+static struct monitor {
+	const struct nbd_config *cfg;
+	struct nbd_export ex;     /* every new connection must match it */
+	char dev[NBD_DEVICE_MAX + 1];
+	int index;
+	char ident[NBD_IDENT_MAX + 1];
+	int socks[NBD_CONNS_MAX]; /* our copy of each socket the kernel has */
+	unsigned nsocks;
+	int mc, nl;               /* netlink: nbd's multicast group; requests */
+	uint16_t family;
+	int proc;                 /* /proc: names resolve in PID 1's root */
+	bool kmsg;                /* messages go to /dev/kmsg, with a level */
+	bool link_dead;           /* LINK_DEAD came for this device */
+} mon = { .mc = -1, .nl = -1, .proc = -1 };
+
+/* One message: on /dev/kmsg at a syslog level (3 error, 4 warning, 5 notice). */
+__attribute__((format(printf, 2, 3)))
+static void mlog(int level, const char *f, ...)
+{
+	char line[768];
+	va_list ap;
+	va_start(ap, f);
+	vfmt(line, sizeof line, f, ap);
+	va_end(ap);
+	if (mon.kmsg)
+		diag("<%d>nbdboot: %s\n", level, line);
+	else
+		say("%s", line);
+}
+
+static int linkdead_visit(uint8_t cmd, const uint8_t *attrs, size_t len, void *arg)
+{
+	const uint8_t *v;
+	size_t vlen;
+	uint32_t index;
+	(void)arg;
+	if (cmd == NBD_CMD_LINK_DEAD && nl_find(attrs, len, NBD_ATTR_INDEX, &v, &vlen) == 1 &&
+	    vlen >= 4) {
+		memcpy(&index, v, 4);
+		if (index == (uint32_t)mon.index)
+			mon.link_dead = true;
+	}
+	return 0;
+}
+
+static void monitor_read_group(void)
+{
+	static uint8_t rx[4096];
+	ssize_t n;
+	while ((n = recv(mon.mc, rx, sizeof rx, MSG_DONTWAIT)) > 0)
+		nl_walk(rx, (size_t)n, linkdead_visit, NULL);
+}
+
+/* Which of our sockets the kernel has shut down (dead), as bits in *dead;
+ * true when one only saw the server hang up (the kernel is about to). */
+static bool monitor_look(uint64_t *dead, int timeout_ms)
+{
+	struct pollfd p[1 + NBD_CONNS_MAX];
+	bool closing = false;
+	p[0] = (struct pollfd){ .fd = mon.mc, .events = POLLIN };
+	for (unsigned i = 0; i < mon.nsocks; i++)
+		p[1 + i] = (struct pollfd){ .fd = mon.socks[i], .events = POLLRDHUP };
+	if (poll(p, 1 + mon.nsocks, timeout_ms) < 0 && errno != EINTR)
+		sleep_ms(NBD_RETRY_FIRST_MS);
+	if (p[0].revents & POLLIN)
+		monitor_read_group();
+	*dead = 0;
+	for (unsigned i = 0; i < mon.nsocks; i++) {
+		if (p[1 + i].revents & (POLLHUP | POLLERR | POLLNVAL))
+			*dead |= 1ull << i;
+		else if (p[1 + i].revents & POLLRDHUP)
+			closing = true;
+	}
+	while (waitpid(-1, NULL, WNOHANG) > 0) {
+		/* a proxy this monitor started, ended with its connection */
+	}
+	return closing;
+}
+
+/* LINK_DEAD follows the shutdown a moment later: wait for it a little. */
+static bool monitor_wait_link_dead(void)
+{
+	int64_t until = nbd_now_ms() + NBD_MONITOR_GRACE_MS, left;
+	while (!mon.link_dead && (left = until - nbd_now_ms()) > 0) {
+		struct pollfd p = { .fd = mon.mc, .events = POLLIN };
+		if (poll(&p, 1, (int)left) > 0)
+			monitor_read_group();
+	}
+	return mon.link_dead;
+}
+
+/* Still connected?  A netlink failure counts as yes: only the kernel's
+ * word ends the monitor. */
+static bool monitor_device_there(void)
+{
+	int r = nl_connected(mon.nl, mon.family, mon.index, nbd_now_ms() + NBD_KERNEL_WAIT_MS);
+	if (r == 0)
+		mlog(5, "%s was disconnected; its monitor ends", mon.dev);
+	return r != 0;
+}
+
+/* After switch_root our own root is the emptied initramfs: names are
+ * resolved (with /etc/resolv.conf) in PID 1's root. */
+static void monitor_follow_root(void)
+{
+	int fd = mon.proc < 0 ? -1 : openat(mon.proc, "1/root", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (fchdir(fd) == 0 && chroot(".") == 0 && chdir("/") == 0) {
+		/* in PID 1's root now */
+	}
+	close(fd);
+}
+
+/* A new connection to the same export, ready for the kernel; -1 when no
+ * server gave one before deadline. */
+static int monitor_connect(int64_t deadline)
+{
+	const struct nbd_config *cfg = mon.cfg;
+	struct nbd_export ex;
+	int fd;
+	monitor_follow_root();
+	fd = nbd_open(cfg, deadline, &ex, false);
+	if (fd < 0)
+		return -1;
+	if (ex.size != mon.ex.size || ex.flags != mon.ex.flags) {
+		mlog(4, "refusing %s for %s: it serves another export now (%llu bytes, flags 0x%x; "
+		     "was %llu bytes, flags 0x%x)", server_name(server_config(cfg, retry.server)),
+		     mon.dev, (unsigned long long)ex.size, ex.flags, (unsigned long long)mon.ex.size,
+		     mon.ex.flags);
+		close(fd);
+		retry.server = (retry.server + 1) % (1 + cfg->nfailover);
+		return -1;
+	}
+#if NBDBOOT_TLS
+	if (cfg->tls) {
+		bool proxied;
+		int kfd = tls_handover(fd, cfg, &proxied);
+		if (kfd < 0) {
+			mlog(4, "%s", nbd_last_error());
+			close(fd);
+			return -1;
+		}
+		fd = kfd;
+	}
+#endif
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	return fd;
+}
+
+/* Replace the dead connections in *dead; false when the device is gone. */
+static bool monitor_recover(uint64_t dead)
+{
+	const struct nbd_config *cfg = mon.cfg;
+	int64_t since = nbd_now_ms(), late = since + (int64_t)dead_timeout(cfg) * 1000;
+	bool told_late = false;
+	memset(&retry.said, 0, sizeof retry.said);
+	retry.said_next = 0;
+	retry.last[0] = 0;
+	mlog(4, "lost a connection of %s to %s; reconnecting (I/O waits up to %u s)", mon.dev,
+	     server_name(server_config(cfg, retry.server)), dead_timeout(cfg));
+	for (unsigned n = 0; dead; n++) {
+		unsigned slot = (unsigned)__builtin_ctzll(dead);
+		int64_t now = nbd_now_ms();
+		int fd, r;
+		if (!monitor_device_there())
+			return false;
+		if (now >= late && !told_late) {
+			mlog(3, "no server for %s within %u s (--dead-timeout): its I/O fails now; "
+			     "still trying until it is disconnected", mon.dev, dead_timeout(cfg));
+			told_late = true;
+			retry.max_ms = NBD_MONITOR_LATE_RETRY_MS; /* a fleet's retries add up */
+		}
+		fd = monitor_connect(told_late || late - now > NBD_MONITOR_TRY_MS ? now + NBD_MONITOR_TRY_MS
+							       : late);
+		if (fd >= 0) {
+			r = nl_reconfigure(mon.nl, mon.family, mon.index, mon.ident, fd,
+					   nbd_now_ms() + NBD_KERNEL_WAIT_MS);
+			if (r == 0) {
+				int64_t ms = nbd_now_ms() - since;
+				close(mon.socks[slot]);
+				mon.socks[slot] = fd;
+				dead &= ~(1ull << slot);
+				mlog(5, "%s reconnected to %s after %lld.%lld s", mon.dev,
+				     server_name(server_config(cfg, retry.server)), (long long)(ms / 1000),
+				     (long long)(ms % 1000 / 100));
+				n = 0;
+				continue;
+			}
+			close(fd);
+			if (r != -ENOSPC)
+				mlog(4, "the kernel refused the new connection for %s: %s", mon.dev,
+				     strerror(-r));
+		}
+		sleep_ms(backoff_ms(n));
+		monitor_look(&dead, 0);
+	}
+	mon.link_dead = false;
+	retry.max_ms = NBD_MONITOR_RETRY_MS;
+	return true;
+}
+
+static void monitor_loop(void)
+{
+	int64_t next = nbd_now_ms() + NBD_MONITOR_STATUS_MS;
+	for (;;) {
+		uint64_t dead;
+		int64_t left = next - nbd_now_ms();
+		bool closing = monitor_look(&dead, left < 0 ? 0 : (int)left);
+		if (nbd_now_ms() >= next) {
+			if (!monitor_device_there())
+				return;
+			next = nbd_now_ms() + NBD_MONITOR_STATUS_MS;
+		}
+		if (dead && !monitor_wait_link_dead()) {
+			/* a disconnect shuts the sockets down without LINK_DEAD */
+			if (!monitor_device_there())
+				return;
+			monitor_look(&dead, 0);
+		}
+		if (dead && !monitor_recover(dead))
+			return;
+		if (!dead && closing)
+			sleep_ms(NBD_RETRY_FIRST_MS / 4); /* the kernel sees the hang-up next */
+	}
+}
+
+/* Does any server have a name rather than an address? */
+static bool names_to_resolve(const struct nbd_config *cfg)
+{
+	uint8_t ip[16];
+	for (unsigned i = 0; i <= cfg->nfailover; i++) {
+		const char *h = server_config(cfg, i)->host;
+		if (h[0] && inet_pton(AF_INET, h, ip) != 1 && inet_pton(AF_INET6, h, ip) != 1)
+			return true;
+	}
+	return false;
+}
+
+/* Start the monitor of a netlink device whose sockets are fds (the kernel
+ * has them); its pid, or -1 (said why: the device works, without it). */
+static pid_t monitor_start(const struct nbd_config *cfg, const struct nbd_export *ex,
+			   const char *dev, const int *fds, unsigned nfds)
+{
+	int64_t deadline = nbd_now_ms() + NBD_KERNEL_WAIT_MS;
+	int keep[NBD_CONNS_MAX + 4], nkeep = 0, k;
+	pid_t pid;
+	mon.cfg = cfg;
+	mon.ex = *ex;
+	fmt(mon.dev, sizeof mon.dev, "%s", dev);
+	mon.index = device_index(dev);
+	backend_ident(cfg, mon.ident, sizeof mon.ident);
+	mon.mc = nl_join(deadline);
+	if (mon.mc >= 0)
+		mon.nl = nl_open(deadline, &mon.family);
+	if (mon.mc < 0 || mon.nl < 0) {
+		say("warning: %s will not reconnect: no netlink for its monitor: %s", dev,
+		    strerror(mon.mc < 0 ? -mon.mc : errno));
+		if (mon.mc >= 0)
+			close(mon.mc);
+		return -1;
+	}
+	pid = fork();
+	if (pid != 0) {
+		if (pid < 0)
+			say("warning: %s will not reconnect: unable to fork its monitor: %s", dev,
+			    strerror(errno));
+		close(mon.mc);
+		close(mon.nl);
+		return pid;
+	}
+	for (unsigned i = 0; i < nfds; i++)
+		mon.socks[mon.nsocks++] = keep[nkeep++] = fds[i];
+	if (names_to_resolve(cfg)) /* only then: it keeps /proc from being unmounted */
+		mon.proc = keep[nkeep++] = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	keep[nkeep++] = mon.mc;
+	keep[nkeep++] = mon.nl;
+	k = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+	if (k >= 0 && dup2(k, 2) == 2)
+		mon.kmsg = true;
+	if (k > 2)
+		close(k);
+	keep[nkeep++] = 2;
+	become_resident(keep, (unsigned)nkeep, true);
+	retry.reconnecting = true;
+	retry.max_ms = NBD_MONITOR_RETRY_MS;
+	monitor_loop();
+	_exit(0);
+}
 
 /* ==== Attach ============================================================
  * Hands negotiated sockets to the kernel's nbd driver: generic netlink
@@ -3426,18 +4013,12 @@ static void nl_connect_msg(struct nlmsg *m, const struct attach *a, uint16_t fam
 	nl_u64(m, NBD_ATTR_SIZE_BYTES, a->size);
 	nl_u64(m, NBD_ATTR_BLOCK_SIZE_BYTES, a->block_size);
 	nl_u64(m, NBD_ATTR_SERVER_FLAGS, a->ex.flags | (cfg->readonly ? NBD_FLAG_READ_ONLY : 0));
-	if (cfg->timeout)
-		nl_u64(m, NBD_ATTR_TIMEOUT, cfg->timeout);
-	if (cfg->dead_timeout)
-		nl_u64(m, NBD_ATTR_DEAD_CONN_TIMEOUT, cfg->dead_timeout);
-	nl_nest(m, NBD_ATTR_SOCKETS);
-	for (unsigned i = 0; i < a->nfds; i++) {
-		nl_nest(m, NBD_SOCK_ITEM);
-		nl_u32(m, NBD_SOCK_FD, (uint32_t)a->fds[i]);
-		nl_end(m);
-	}
-	nl_end(m);
-	fmt(ident, sizeof ident, "nbdboot:%s", server_name(cfg));
+	if (request_timeout(cfg))
+		nl_u64(m, NBD_ATTR_TIMEOUT, request_timeout(cfg));
+	if (dead_timeout(cfg))
+		nl_u64(m, NBD_ATTR_DEAD_CONN_TIMEOUT, dead_timeout(cfg));
+	nl_sockets(m, a->fds, a->nfds);
+	backend_ident(cfg, ident, sizeof ident);
 	nl_put(m, NBD_ATTR_BACKEND_IDENTIFIER, ident, strlen(ident) + 1);
 }
 
@@ -3504,27 +4085,6 @@ fail:
 }
 
 
-
-#if NBDBOOT_TLS
-
-/* After negotiation: the kernel takes the records (kTLS), or a proxy does.
- * Returns the fd to give the kernel; closes net when a proxy owns it. */
-static int tls_handover(int net, const struct nbd_config *cfg, bool *proxied)
-{
-	int r = cfg->tls_proxy ? 1 : ktls_install(net);
-	int local;
-	*proxied = false;
-	if (r <= 0)
-		return r < 0 ? -1 : net;
-	local = tls_proxy_start(net);
-	if (local < 0)
-		return -1;
-	close(net);
-	*proxied = true;
-	return local;
-}
-
-#endif
 
 /* Every connection of the device under one --wait deadline. */
 static int connect_all(struct attach *a)
@@ -3593,7 +4153,7 @@ static int run_attach(const struct nbd_config *cfg)
 {
 	static struct attach a;
 	char dev[NBD_DEVICE_MAX + 1];
-	pid_t holder;
+	pid_t holder, monitor = 0;
 	memset(&a, 0, sizeof a);
 	a.cfg = cfg;
 	a.index = cfg->device[0] ? device_index(cfg->device) : -1;
@@ -3606,25 +4166,35 @@ static int run_attach(const struct nbd_config *cfg)
 	} else {
 		holder = attach_kernel(&a, asked, dev, sizeof dev); /* it owns asked */
 	}
+	if (holder >= 0 && wait_ready(dev, cfg->root[0] ? cfg->root : dev, cfg->nofork ? 0 : holder)) {
+		detach(dev); /* never leave a half-attached device behind */
+		holder = -1;
+	}
+	if (holder >= 0 && cfg->persist && !a.ioctl)
+		monitor = monitor_start(cfg, &a.ex, dev, a.fds, a.nfds);
 	for (unsigned i = 0; i < a.nfds; i++)
 		close(a.fds[i]);
 	if (holder < 0)
 		return -1;
-	if (wait_ready(dev, cfg->root[0] ? cfg->root : dev, cfg->nofork ? 0 : holder)) {
-		detach(dev); /* never leave a half-attached device behind */
-		return -1;
-	}
 	trace("device ready");
 	if (a.ioctl)
 		say("warning: %s is attached with the ioctls: its NBD_DO_IT holder cannot survive "
 		    "systemd's shutdown (its SIGSTOP ends NBD_DO_IT); netlink mode (Linux 4.12+) has "
 		    "no such process", dev);
-	say("attached %s%s%s to %s (%llu bytes, block size %u, %s%s%s)", server_name(cfg),
+	if (a.ioctl && cfg->persist && cfg->persist_given)
+		say("warning: %s cannot reconnect with the ioctls: if its connection is lost (server "
+		    "restart, network) the device fails with I/O errors; netlink mode reconnects", dev);
+	char persist[128] = "";
+	if (monitor > 0)
+		fmt(persist, sizeof persist, "; it reconnects by itself (monitor %d, request timeout "
+		    "%u s, I/O waits up to %u s)", (int)monitor, request_timeout(cfg), dead_timeout(cfg));
+	say("attached %s%s%s to %s (%llu bytes, block size %u, %s%s%s)%s",
+	    server_name(server_config(cfg, retry.server)),
 	    cfg->name[0] ? " export " : "", cfg->name[0] ? shown_name(cfg->name) : "", dev,
 	    (unsigned long long)a.size, a.block_size, a.ioctl ? "ioctl" : "netlink",
 	    !cfg->tls ? "" : a.proxied ? ", TLS via proxy" : ", kTLS",
 	    (a.ex.flags | (cfg->readonly ? NBD_FLAG_READ_ONLY : 0)) & NBD_FLAG_READ_ONLY ?
-		    ", read-only" : "");
+		    ", read-only" : "", persist);
 	return 0;
 }
 
@@ -3792,9 +4362,10 @@ static void usage(void)
  * One function per mode, then main().
  */
 
-static int list_op(struct nbd_conn *c, void *arg)
+static int list_op(struct nbd_conn *c, const struct nbd_config *cfg, void *arg)
 {
-	return nbd_list(c, arg, print_list_entry, NULL);
+	(void)arg;
+	return nbd_list(c, cfg, print_list_entry, NULL);
 }
 
 static int run_probe(const struct nbd_config *cfg)
@@ -3831,6 +4402,8 @@ static int run_cmdline(struct nbd_config *cfg)
 			 sizeof text) || nbd_parse_cmdline(cfg, text))
 		return -1;
 	tls_default_files(cfg);
+	if (!cfg->persist_given)
+		cfg->persist = true; /* a root waits for its server */
 	if (nbd_config_check(cfg))
 		return -1;
 	if (cfg->print_env)
@@ -3850,7 +4423,7 @@ static int run(struct nbd_config *cfg)
 	case MODE_PROBE:
 		return run_probe(cfg);
 	case MODE_LIST: {
-		int fd = with_retries(cfg, deadline_after(cfg->wait_seconds), list_op, cfg);
+		int fd = with_retries(cfg, deadline_after(cfg->wait_seconds), list_op, NULL);
 		if (fd < 0)
 			return -1;
 		close(fd);

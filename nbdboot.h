@@ -220,6 +220,10 @@ static inline void be64_put(void *p, uint64_t v)
 
 #define NBD_SOCK_ITEM 1
 #define NBD_SOCK_FD   1
+/* STATUS's answer: DEVICE_LIST > DEVICE_ITEM > INDEX, CONNECTED (u8) */
+#define NBD_DEVICE_ITEM      1
+#define NBD_DEVICE_INDEX     1
+#define NBD_DEVICE_CONNECTED 2
 
 #define NBD_CFLAG_DESTROY_ON_DISCONNECT (1u << 0)
 #define NBD_CFLAG_DISCONNECT_ON_CLOSE   (1u << 1)
@@ -236,6 +240,11 @@ static inline void be64_put(void *p, uint64_t v)
 #define CTRL_CMD_GETFAMILY  3
 #define CTRL_ATTR_FAMILY_ID   1
 #define CTRL_ATTR_FAMILY_NAME 2
+#define CTRL_ATTR_MCAST_GROUPS 7 /* nest of nests: */
+#define CTRL_ATTR_MCAST_GRP_NAME 1
+#define CTRL_ATTR_MCAST_GRP_ID   2
+#define SOL_NETLINK_LEVEL      270
+#define NETLINK_ADD_MEMBERSHIP_OPT 1
 
 struct nl_hdr {
 	uint32_t len;
@@ -330,6 +339,15 @@ struct ktls_info {
 #define NBD_OOM_SCORE_ADJ "-1000" /* resident processes: never the OOM killer's pick */
 #define NBD_KERNEL_WAIT_MS 10000 /* the kernel's netlink answers, per step */
 #define NBD_CONNS_MAX 64 /* -C: connections per device */
+#define NBD_FAILOVER_MAX 7 /* --failover: servers after the first */
+/* Reconnecting (persist, netlink).  A root waits for its server: */
+#define NBD_PERSIST_TIMEOUT 10       /* s: a request unanswered this long marks the link dead */
+#define NBD_PERSIST_DEAD_TIMEOUT 600 /* s: I/O waits this long for a new connection */
+#define NBD_MONITOR_STATUS_MS 5000   /* the monitor asks whether the device is still there */
+#define NBD_MONITOR_GRACE_MS 1000    /* a socket shut down without LINK_DEAD: a disconnect? */
+#define NBD_MONITOR_TRY_MS 10000     /* one round of connecting, between status checks */
+#define NBD_MONITOR_RETRY_MS 500     /* its longest pause: a restarted server is used at once */
+#define NBD_MONITOR_LATE_RETRY_MS 30000 /* ... and once the kernel has given up */
 
 /* "nbdboot:" and the server as "[host]:port" or a socket path, the kernel's
  * backend identifier; and the largest netlink message nbdboot builds:
@@ -345,10 +363,18 @@ enum nbd_mode {
 };
 
 /* Everything a run needs, filled from argv or the kernel command line. */
+/* One server: host and port ("" in a --failover entry: the first server's). */
+struct nbd_server {
+	char host[NBD_HOST_MAX + 1];
+	char port[NBD_PORT_MAX + 1];
+};
+
 struct nbd_config {
 	enum nbd_mode mode;
 	char host[NBD_HOST_MAX + 1];
 	char port[NBD_PORT_MAX + 1];
+	struct nbd_server failover[NBD_FAILOVER_MAX]; /* tried after host, in order */
+	unsigned nfailover;
 	char unix_path[NBD_UNIX_MAX + 1];
 	bool host_is_socket; /* -u: the HOST argument is the socket path */
 	char name[NBD_STRING_MAX + 1];
@@ -368,6 +394,8 @@ struct nbd_config {
 	uint32_t timeout;    /* 0: none */
 	uint32_t dead_timeout; /* netlink DEAD_CONN_TIMEOUT, 0: none */
 	uint32_t conns;
+	bool persist;       /* reconnect when a connection dies (netlink) */
+	bool persist_given; /* -p or --no-persist said so (else: on at boot only) */
 	uint64_t size_override; /* 0: the server's */
 	bool readonly, nofork, use_ioctl;
 	bool verbose; /* -v */

@@ -92,6 +92,12 @@ static const struct args_case args_cases[] = {
 	{ "host with space", { "a b" }, -1, .errpart = "invalid characters" },
 	{ "sdp refused", { "srv", "-sdp" }, -1, .errpart = "SDP" },
 	{ "too many cmdline files", { "--cmdline", "a", "b" }, -1, .errpart = "at most one" },
+	{ "failover bad port", { "srv", "--failover", "h2:x" }, -1, .errpart = "failover server: port" },
+	{ "failover bad brackets", { "srv", "--failover", "[::1]x" }, -1, .errpart = "[IPv6][:PORT]" },
+	{ "failover with a unix socket", { "-u", "/s", "--failover", "h2" }, -1,
+	  .errpart = "not a Unix socket" },
+	{ "failover too many", { "s", "--failover=a", "--failover=b", "--failover=c", "--failover=d",
+	  "--failover=e", "--failover=f", "--failover=g", "--failover=h" }, -1, .errpart = "at most 7" },
 };
 
 static void test_args(void)
@@ -119,6 +125,49 @@ static void test_args(void)
 				 cfg.host, cfg.port, cfg.name, cfg.device, cfg.unix_path);
 		report(name, !why[0], why);
 	}
+}
+
+/* --failover: HOST[:PORT], [IPv6][:PORT], a bare IPv6 address; persist */
+static void test_failover_args(void)
+{
+	static struct nbd_config cfg;
+	const char *v[] = { "h1", "--failover", "h2:10900", "--failover", "[fd00::2]:10901",
+			    "--failover=fd00::3", "-failover", "h4", "-p" };
+	const char *w[] = { "h1" }, *x[] = { "h1", "-p", "--no-persist" };
+	const struct nbd_config *c;
+	nbd_error_clear();
+	bool ok = nbd_parse_args(&cfg, 9, (char **)v) == 0 && cfg.nfailover == 4 &&
+		  !strcmp(cfg.failover[0].host, "h2") && !strcmp(cfg.failover[0].port, "10900") &&
+		  !strcmp(cfg.failover[1].host, "fd00::2") && !strcmp(cfg.failover[1].port, "10901") &&
+		  !strcmp(cfg.failover[2].host, "fd00::3") && !cfg.failover[2].port[0] &&
+		  !strcmp(cfg.failover[3].host, "h4") && !cfg.failover[3].port[0] && cfg.persist;
+	report("args: --failover forms, in order", ok, nbd_last_error());
+	c = server_config(&cfg, 3);
+	report("args: a failover server without a port takes the first one's",
+	       !strcmp(c->host, "fd00::3") && !strcmp(c->port, "10809") && !strcmp(cfg.host, "h1"),
+	       c->host);
+	report("args: server 0 is the first server", server_config(&cfg, 0) == &cfg, "wrong");
+	report("args: persist is off unless -p (outside a boot)",
+	       nbd_parse_args(&cfg, 1, (char **)w) == 0 && !cfg.persist && !cfg.persist_given &&
+		       request_timeout(&cfg) == 0 && dead_timeout(&cfg) == 0, "wrong");
+	report("args: --no-persist after -p",
+	       nbd_parse_args(&cfg, 3, (char **)x) == 0 && !cfg.persist && cfg.persist_given, "wrong");
+	cfg.persist = true;
+	report("args: persist gives the reconnect timeouts",
+	       request_timeout(&cfg) == NBD_PERSIST_TIMEOUT &&
+		       dead_timeout(&cfg) == NBD_PERSIST_DEAD_TIMEOUT, "wrong");
+	cfg.timeout = 3;
+	cfg.dead_timeout = 7;
+	report("args: given timeouts win over persist's",
+	       request_timeout(&cfg) == 3 && dead_timeout(&cfg) == 7, "wrong");
+	nbd_error_clear();
+	ok = nbd_parse_cmdline(&cfg, "root=nbd:10.0.0.1:10809:ext4:rw:failover=10.0.0.2,"
+				     "failover=[fd00::9]:1234 nbdboot.failover=10.0.0.3 nbdboot.nopersist") == 0 &&
+	     cfg.nfailover == 3 && !strcmp(cfg.failover[0].host, "10.0.0.2") &&
+	     !strcmp(cfg.failover[1].host, "fd00::9") && !strcmp(cfg.failover[1].port, "1234") &&
+	     !strcmp(cfg.failover[2].host, "10.0.0.3") && cfg.persist_given && !cfg.persist;
+	report("cmdline: failover= in NBDOPTS and nbdboot.failover=, nbdboot.nopersist", ok,
+	       nbd_last_error());
 }
 
 static void test_args_flags(void)
@@ -1257,6 +1306,103 @@ static size_t nl_ack(uint8_t *b, int32_t e)
 	return h.len;
 }
 
+/* The reply walk with the one-attribute visitor, as nl_recv() uses it. */
+static int nl_parse(const uint8_t *rx, size_t n, uint16_t want, uint32_t *out)
+{
+	struct nl_want w = { want, out };
+	return nl_walk(rx, n, want_visit, &w);
+}
+
+/* attribute TYPE with LEN bytes of payload at b; its aligned size */
+static size_t put_attr(uint8_t *b, uint16_t type, const void *data, size_t len)
+{
+	struct nl_attr at = { .len = (uint16_t)(4 + len), .type = type };
+	memcpy(b, &at, 4);
+	if (len)
+		memcpy(b + 4, data, len);
+	memset(b + 4 + len, 0, NL_ALIGN(4 + len) - 4 - len);
+	return NL_ALIGN(4 + len);
+}
+
+static void test_netlink_monitor(void)
+{
+	uint8_t b[512], attrs[256], nest[128], item[64];
+	size_t n, a, ni, ii;
+	uint16_t fam = 0x21;
+	uint32_t grp = 7, other = 3, idx = 2;
+	uint8_t one = 1;
+	struct nl_group g = { 0, 0 };
+	struct nl_status st = { 2, -1 };
+	/* GETFAMILY: id, then two groups, ours second */
+	ii = put_attr(item, CTRL_ATTR_MCAST_GRP_NAME, "other", 6);
+	ii += put_attr(item + ii, CTRL_ATTR_MCAST_GRP_ID, &other, 4);
+	ni = put_attr(nest, 1 | NLA_F_NESTED_FLAG, item, ii);
+	ii = put_attr(item, CTRL_ATTR_MCAST_GRP_ID, &grp, 4);
+	ii += put_attr(item + ii, CTRL_ATTR_MCAST_GRP_NAME, NBD_GENL_MCAST_GROUP,
+		       sizeof NBD_GENL_MCAST_GROUP);
+	ni += put_attr(nest + ni, 2 | NLA_F_NESTED_FLAG, item, ii);
+	a = put_attr(attrs, CTRL_ATTR_FAMILY_ID, &fam, 2);
+	a += put_attr(attrs + a, CTRL_ATTR_MCAST_GROUPS | NLA_F_NESTED_FLAG, nest, ni);
+	n = nl_reply(b, GENL_ID_CTRL, attrs, a);
+	n += nl_ack(b + n, 0);
+	report("netlink: the family's multicast group is found by name",
+	       nl_walk(b, n, group_visit, &g) == 0 && g.family == 0x21 && g.group == 7, "wrong");
+	/* STATUS: DEVICE_LIST > DEVICE_ITEM > INDEX, CONNECTED */
+	ii = put_attr(item, NBD_DEVICE_INDEX, &idx, 4);
+	ii += put_attr(item + ii, NBD_DEVICE_CONNECTED, &one, 1);
+	ni = put_attr(nest, NBD_DEVICE_ITEM | NLA_F_NESTED_FLAG, item, ii);
+	a = put_attr(attrs, NBD_ATTR_DEVICE_LIST | NLA_F_NESTED_FLAG, nest, ni);
+	n = nl_reply(b, fam, attrs, a);
+	report("netlink: STATUS says connected",
+	       nl_walk(b, n, status_visit, &st) == 1 && st.connected == 1, "wrong");
+	st.connected = -1;
+	a = put_attr(attrs, NBD_ATTR_DEVICE_LIST | NLA_F_NESTED_FLAG, NULL, 0);
+	n = nl_reply(b, fam, attrs, a);
+	report("netlink: STATUS with an empty list: not there",
+	       nl_walk(b, n, status_visit, &st) == 1 && st.connected == 0, "wrong");
+	st = (struct nl_status){ 5, -1 };
+	a = put_attr(attrs, NBD_ATTR_DEVICE_LIST | NLA_F_NESTED_FLAG, nest, ni);
+	n = nl_reply(b, fam, attrs, a);
+	report("netlink: STATUS about another device is malformed",
+	       nl_walk(b, n, status_visit, &st) == -EBADMSG, "wrong");
+	/* LINK_DEAD for our device, and for another */
+	mon.index = 2;
+	mon.link_dead = false;
+	idx = 4;
+	a = put_attr(attrs, NBD_ATTR_INDEX, &idx, 4);
+	n = nl_reply(b, fam, attrs, a);
+	b[16] = NBD_CMD_LINK_DEAD;
+	nl_walk(b, n, linkdead_visit, NULL);
+	report("netlink: LINK_DEAD for another device is ignored", !mon.link_dead, "wrong");
+	idx = 2;
+	a = put_attr(attrs, NBD_ATTR_INDEX, &idx, 4);
+	n = nl_reply(b, fam, attrs, a);
+	b[16] = NBD_CMD_STATUS;
+	nl_walk(b, n, linkdead_visit, NULL);
+	report("netlink: another command for our device is ignored", !mon.link_dead, "wrong");
+	b[16] = NBD_CMD_LINK_DEAD;
+	nl_walk(b, n, linkdead_visit, NULL);
+	report("netlink: LINK_DEAD for our device is taken", mon.link_dead, "wrong");
+	mon.link_dead = false;
+	/* a RECONFIGURE message: index, one socket, the identifier */
+	static struct nlmsg m;
+	const uint8_t *v;
+	size_t vlen;
+	nl_start(&m, fam, NBD_CMD_RECONFIGURE);
+	nl_u32(&m, NBD_ATTR_INDEX, 2);
+	nl_sockets(&m, (int[]){ 9 }, 1);
+	nl_put(&m, NBD_ATTR_BACKEND_IDENTIFIER, "nbdboot:h:1", 12);
+	const uint8_t *body = m.buf + 20;
+	size_t blen = m.len - 20;
+	bool ok = !m.overflow && m.depth == 0 &&
+		  nl_find(body, blen, NBD_ATTR_SOCKETS, &v, &vlen) == 1 &&
+		  nl_find(v, vlen, NBD_SOCK_ITEM, &v, &vlen) == 1 &&
+		  nl_find(v, vlen, NBD_SOCK_FD, &v, &vlen) == 1 && vlen == 4 && v[0] == 9 &&
+		  nl_find(body, blen, NBD_ATTR_BACKEND_IDENTIFIER, &v, &vlen) == 1 &&
+		  !strcmp((const char *)v, "nbdboot:h:1");
+	report("netlink: RECONFIGURE carries the socket and the identifier", ok, "wrong");
+}
+
 static void test_netlink_parse(void)
 {
 	uint8_t b[256], attrs[16];
@@ -1483,6 +1629,8 @@ int main(void)
 	test_output_failures();
 	test_netlink_build();
 	test_netlink_parse();
+	test_netlink_monitor();
+	test_failover_args();
 	test_request_limit();
 #if NBDBOOT_TLS
 	test_ktls_layout();

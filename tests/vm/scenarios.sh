@@ -19,11 +19,13 @@
 # tests/vm/guest/root-init.sh), the guest runs tests/vm/guest/initrd-nbd.sh, and
 # the host checks the console and then the image (tests/vm/extract-file.sh).  A
 # scenario whose server did not start, or that did not boot, fails.
-#   1 nbdkit file, netlink, dracut root=nbd:10.0.2.2:PORT:ext4; no ioctl-mode warning
+#   1 nbdkit file, netlink, dracut root=nbd:10.0.2.2:PORT:ext4; no ioctl-mode warning;
+#     persist is the default at boot: one '@' process, the reconnect monitor
 #   2 nbd-server, ioctl (nbdboot.ioctl), Debian nbdroot=10.0.2.2:PORT/NAME root=/dev/nbd0
 #   3 qemu-nbd, partitioned image, nbdroot=10.0.2.2:PORT/NAME root=/dev/nbd0p1
 #   4 server started 6 s after nbdboot began, root=nbd://10.0.2.2:PORT/ nbdboot.wait=60
-#   5 read-only export (nbdkit -r), netroot=nbd:...: mounted read-only, image unchanged
+#   5 read-only export (nbdkit -r), netroot=nbd:... nbdboot.nopersist: mounted
+#     read-only, image unchanged, no process left at all
 #   6 ioctl mode (dracut's NBDOPTS field: root=nbd:SRV:PORT:ext4:rw:ioctl), then
 #     systemd-shutdown's killing (vmtest.root=shutdown in root-init.sh, both rounds:
 #     kill(-1, SIGSTOP), SIGTERM or SIGKILL to every process not marked '@',
@@ -34,15 +36,16 @@
 #   7 wrong export name: boot fails with the server's reason, nothing attached
 #   8 nbdboot.device=/dev/nbd1 nbdboot.readonly nbdboot.blocksize=1024 nbdboot.timeout=30
 #     on a writable export: /dev/nbd1 read-only with 1 KiB blocks, mounted read-only
-#   9 netlink mode, then the same systemd-shutdown sequence: no process is needed,
-#     the root stays usable (1 MiB written after it reads back, and is on the image)
+#   9 netlink mode, then the same systemd-shutdown sequence: the '@' monitor
+#     survives it, the root stays usable (1 MiB written after it reads back, and
+#     is on the image)
 # TLS (nbdkit --tls=require with tests/pki.sh certificates; the initramfs holds
 # /etc/nbd-ca.pem, /etc/nbd-other-ca.pem, /etc/nbd-client.pem, /etc/nbd-client-key.pem;
 # the server certificate names nbd.test, so nbdboot.tlshostname=nbd.test):
-#  10 root=nbds://SRV:PORT/ through kTLS, netlink: no resident process at all
+#  10 root=nbds://SRV:PORT/ through kTLS, netlink: no process but the monitor
 #  11 the userspace proxy (nbdboot.tls-proxy), netlink, then the systemd-shutdown
-#     sequence: the one '@' process, the proxy, survives it and the root stays
-#     usable as in 9
+#     sequence: the two '@' processes, proxy and monitor, survive it and the
+#     root stays usable as in 9
 #  12 client certificate required (nbdkit --tls-verify-peer), nbdboot.conns=2
 #     in dracut's NBDOPTS field: two TLS connections, kTLS
 #  13 wrong CA (other-ca.pem): refused as not trusted, nothing attached, no switch_root
@@ -60,6 +63,26 @@
 #     the queue's max_sectors_kb is 16, a 4 MiB O_DIRECT read of the device in
 #     1 MiB requests and a 1 MiB O_DIRECT file write succeed without I/O errors,
 #     and the file reads back and is on the image
+# Reconnecting (persist, the default at boot; root-init.sh's vmtest.root=load
+# writes 30 files of 256 KiB with fsync while the host acts on the server, then
+# reads them back after dropping the page cache; the host compares them with
+# the image): no I/O error of any kind, every file right in the guest and on
+# the image, the monitor's messages on /dev/kmsg
+#  17 nbdkit killed (SIGKILL) after the third file, restarted 4 s later, plaintext
+#  18 the same over kTLS (a new TLS session handed to the kernel)
+#  19 the same through the TLS proxy (a new proxy; afterwards two '@' processes)
+#  20 the same with two connections (nbdboot.conns=2): both reconnected
+#  21 nbdkit stopped (SIGSTOP) for 15 s with nbdboot.timeout=4: the stall is
+#     seen (>= 10 s), no error
+#  22 failover: Debian nbdroot= with nbdboot.failover=SRV:PORT2; the first server
+#     is killed for good, the second serves the same image file
+#  23 tests/vm/guest/reconnect-errors.sh, no switch_root: at boot the first
+#     server is down and --failover's is attached (the first named); a server of
+#     another size on the same port is refused and logged while a read waits,
+#     and the image it serves is untouched; the right server again: the read
+#     gets what was written; -d ends the monitor; with --dead-timeout 6 and the
+#     server gone for good a read fails within 20 s, the monitor says the I/O
+#     fails, -d works and the monitor ends
 # (no set -u: tests/lib.sh is not written for it)
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib.sh"     # pass/fail/summary, start_* servers, TESTDIR, cleanup
@@ -68,7 +91,7 @@ T0_ALL=$(date +%s)
 LOGDIR=$ROOT/build/vm
 mkdir -p "$LOGDIR"
 : "${SCEN_TIMEOUT:=100}" "${SCEN_CLIENT:=nbdboot}"
-want=" ${*:-1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16} "
+want=" ${*:-1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23} "
 
 finish() {
 	echo "tests/vm/scenarios.sh: $N_PASS passed, $N_FAIL failed, $N_SKIP skipped in $(($(date +%s) - T0_ALL)) s (logs: $LOGDIR)"
@@ -101,6 +124,7 @@ else
 	adds=(--add "$NBDBOOT:/sbin/nbdboot")
 fi
 adds+=(--add "$here/guest/kernel-errors.sh:/kernel-errors.sh")
+adds+=(--add "$here/guest/reconnect-errors.sh:/reconnect-errors.sh")
 # Test PKI, made now: valid from a day ago, so the guest clock must be right
 # (vmtest.epoch= lets the guest set it if it is behind; see initrd-nbd.sh).
 PKI=$TESTDIR/pki
@@ -254,6 +278,58 @@ survived_shutdown() {
 	[ "$got" = "$sum" ] || why "image /shutdown-data md5 $got, guest wrote $sum"
 }
 
+# -- reconnecting: the guest's load (root-init.sh vmtest.root=load) runs
+# while the host does something to the server
+# wait_console REGEX SECONDS: until the console has a line matching REGEX
+wait_console() {
+	local i
+	for i in $(seq $(($2 * 5))); do
+		grep -aEq -- "$1" "$LOG" && return 0
+		kill -0 "$VM_PID" 2>/dev/null || return 1
+		sleep 0.2
+	done
+	return 1
+}
+# once the guest has written 3 files: outage kill SECS START_FN ARGS... kills
+# the last server (SIGKILL) and SECS later starts START_FN ARGS on its port;
+# outage stop SECS stops it (SIGSTOP) for SECS; outage gone kills it for good
+outage() {
+	local how=$1 secs=$2 pid=${SERVERS[-1]} port=$PORT
+	shift 2
+	if ! wait_console '^ROOT-LOAD 3 ' 150; then
+		why "the guest's load did not start"
+		return 1
+	fi
+	case $how in
+	stop) kill -STOP "$pid"; sleep "$secs"; kill -CONT "$pid" ;;
+	kill | gone)
+		kill -KILL "$pid"
+		wait "$pid" 2>/dev/null
+		[ "$how" = gone ] && return 0
+		sleep "$secs"
+		WANT_PORT=$port serve "$@" ;;
+	esac
+}
+# load_survived N: the load wrote N files with no error of any kind, all read
+# back right after dropping the page cache, and the image has every one
+load_survived() {
+	local i sum got bad=""
+	con_has "^ROOT-LOAD-CHECK ok n=$1\$" "all $1 files written and read back"
+	con_lacks 'I/O error|EXT4-fs (error|warning)|Buffer I/O|ROOT-LOAD-ERROR|blk_update_request|remounting' 'no I/O errors'
+	while read -r i sum; do
+		got=$("$here/extract-file.sh" "$IMG" "/load/f$i" 2>/dev/null | md5sum | cut -d' ' -f1)
+		[ "$got" = "$sum" ] || bad="$bad $i"
+	done < <(sed -n 's/^ROOT-LOAD \([0-9]*\) \([0-9a-f]*\) .*/\1 \2/p' <<<"$CON")
+	[ -z "$bad" ] || why "files on the image differ from what the guest wrote:$bad"
+	ours && con_has "^nbdboot: attached .* to /dev/nbd0 \(.*\); it reconnects by itself \(monitor [0-9]+" 'the monitor started'
+	con_has '^ROOT-HOLDERS [0-9]+' "the monitor is a '@' process after switch_root"
+}
+reconnected() {  # reconnected [SERVER-REGEX]: the monitor said so on /dev/kmsg
+	ours || return 0
+	con_has "^ROOT-DMESG .*nbdboot: lost a connection of /dev/nbd0" 'the monitor saw the loss'
+	con_has "^ROOT-DMESG .*nbdboot: /dev/nbd0 reconnected to ${1:-10\.0\.2\.2:[0-9]+}" 'the monitor reconnected'
+}
+
 # ==== Scenarios ===============================================================
 
 if scenario 1 "nbdkit, netlink, dracut root=nbd:SRV:PORT:ext4"; then
@@ -264,7 +340,8 @@ if scenario 1 "nbdkit, netlink, dracut root=nbd:SRV:PORT:ext4"; then
 		var_is NBD_PORT "$PORT"; var_is NBD_READONLY 0
 		con_has '^NBD-ATTACH-END rc=0' && con_has '^NBD-CHECK rc=0' 'nbdboot -c after attach'
 		con_has '^NBD-MOUNTED /dev/nbd0 /newroot ext4 rw'
-		con_has '^NBD-HOLDERS none$' 'netlink mode leaves no process'
+		ours && con_has '^NBD-HOLDERS [0-9]+$' "one '@' process: the reconnect monitor"
+		ours && con_has '^nbdboot: attached .*; it reconnects by itself' 'persist is the default at boot'
 		no_ioctl_warning
 		con_has "^ROOT-MARKER pid=1 root=/dev/nbd0 rw" && con_has "^ROOT-WROTE $TOKEN"
 		image_has_token
@@ -332,8 +409,9 @@ fi
 if scenario 5 "read-only export (nbdkit -r), netroot=nbd:SRV:PORT:ext4"; then
 	fresh_image flat
 	serve start_nbdkit -r file "$IMG" && {
-		vm_boot "netroot=nbd:10.0.2.2:$PORT:ext4"
+		vm_boot "netroot=nbd:10.0.2.2:$PORT:ext4 nbdboot.nopersist"
 		var_is NBD_FSTYPE ext4
+		con_has '^NBD-HOLDERS none$' 'nbdboot.nopersist: no monitor, no process at all'
 		con_has '^NBD-ATTACH-END rc=0'
 		con_has '^NBD-DEV /dev/nbd0 present=yes size=65536 ro=1 ' 'the device is read-only'
 		con_has '^NBD-MOUNTED /dev/nbd0 /newroot ext4 ro'
@@ -404,22 +482,23 @@ if scenario 8 "nbdboot.device/readonly/blocksize/timeout, nbdroot=SRV:PORT/ root
 	done_scenario
 fi
 
-if scenario 9 "netlink mode survives systemd-shutdown's killing (SIGSTOP/SIGCONT to all)"; then
+if scenario 9 "netlink mode and its monitor survive systemd-shutdown's killing (SIGSTOP/SIGCONT to all)"; then
 	fresh_image flat
 	serve start_nbdkit file "$IMG" && {
 		vm_boot "root=nbd:10.0.2.2:$PORT:ext4 vmtest.root=shutdown"
 		var_is NBD_METHOD netlink
 		con_has '^NBD-ATTACH-END rc=0'
 		no_ioctl_warning
-		con_has '^ROOT-HOLDERS none$' 'netlink mode leaves no process'
+		monitor=$(sed -n 's/^ROOT-HOLDERS \([0-9]*\)$/\1/p' <<<"$CON")
+		ours && { [ -n "$monitor" ] || why "not exactly one '@' process (the monitor) after switch_root"; }
 		con_has "^ROOT-WROTE $TOKEN"
 		image_has_token
-		survived_shutdown none
+		survived_shutdown "${monitor:-none}"
 	}
 	done_scenario
 fi
 
-if scenario 10 "TLS: root=nbds://SRV:PORT/ through kTLS, netlink, no resident process"; then
+if scenario 10 "TLS: root=nbds://SRV:PORT/ through kTLS, netlink, no process but the monitor"; then
 	fresh_image flat
 	serve start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
 		vm_boot "root=nbds://10.0.2.2:$PORT/ $(tls_boot)"
@@ -427,7 +506,7 @@ if scenario 10 "TLS: root=nbds://SRV:PORT/ through kTLS, netlink, no resident pr
 		con_has '^NBD-CLOCK ok' 'the guest clock is right (certificate dates)'
 		con_has '^NBD-ATTACH-END rc=0' && con_has '^NBD-CHECK rc=0' 'nbdboot -c after attach'
 		ours && con_has '^nbdboot: attached 10\.0\.2\.2:[0-9]+ to /dev/nbd0 \(.*netlink, kTLS\)' 'the kernel carries TLS'
-		con_has '^NBD-RESIDENT none$' 'kTLS in netlink mode leaves no process'
+		ours && con_has '^NBD-RESIDENT [0-9]+:@bdboot$' 'kTLS: only the monitor stays, no proxy'
 		con_has '^NBD-MOUNTED /dev/nbd0 /newroot ext4 rw'
 		con_has "^ROOT-MARKER pid=1 root=/dev/nbd0 rw" && con_has "^ROOT-WROTE $TOKEN"
 		con_lacks 'I/O error|EXT4-fs error|tls.*(error|fail)' 'no I/O errors over kTLS'
@@ -446,12 +525,12 @@ if scenario 11 "TLS via the proxy, netlink, survives systemd-shutdown's killing"
 		ours && con_has '^nbdboot: attached 10\.0\.2\.2:[0-9]+ to /dev/nbd0 \(.*netlink, TLS via proxy\)' 'TLS through the proxy'
 		ours && con_lacks 'kTLS\)' 'nbdboot.tls-proxy must not use kTLS'
 		no_ioctl_warning
-		con_has '^NBD-HOLDERS [0-9]+$' "one '@' process: the proxy"
-		proxy=$(sed -n 's/^ROOT-HOLDERS \([0-9]*\)$/\1/p' <<<"$CON")
-		[ -n "$proxy" ] || why "not exactly one '@' process (the proxy) after switch_root"
+		con_has '^NBD-HOLDERS [0-9]+ [0-9]+$' "two '@' processes: the proxy and the monitor"
+		holders=$(sed -n 's/^ROOT-HOLDERS \([0-9]* [0-9]*\)$/\1/p' <<<"$CON")
+		[ -n "$holders" ] || why "not exactly two '@' processes (proxy, monitor) after switch_root"
 		con_has "^ROOT-WROTE $TOKEN"
 		image_has_token
-		survived_shutdown "${proxy:-none}"
+		survived_shutdown "${holders:-none}"
 	}
 	done_scenario
 fi
@@ -465,7 +544,7 @@ if scenario 12 "TLS with a client certificate, two connections (dracut NBDOPTS),
 		con_has '^NBD-CLOCK ok' 'the guest clock is right (certificate dates)'
 		con_has '^NBD-ATTACH-END rc=0'
 		ours && con_has '^nbdboot: attached .*/dev/nbd0 \(.*netlink, kTLS\)' 'the kernel carries TLS'
-		con_has '^NBD-RESIDENT none$' 'kTLS in netlink mode leaves no process'
+		ours && con_has '^NBD-RESIDENT [0-9]+:@bdboot$' 'kTLS: only the monitor stays'
 		con_has "^ROOT-MARKER pid=1 root=/dev/nbd0 rw" && con_has "^ROOT-WROTE $TOKEN"
 		con_lacks 'I/O error|EXT4-fs error' 'no I/O errors over kTLS'
 		image_has_token
@@ -565,6 +644,138 @@ if scenario 14 "kernel refusals: busy device (netlink, ioctl), no nbd driver, -C
 			con_has '^KE-NO-DRIVER-IOCTL rc=3 nbdboot: no nbd driver'
 		fi
 	}
+	done_scenario
+fi
+
+if scenario 17 "reconnect: the server is killed under a write load, restarted 4 s later"; then
+	fresh_image flat
+	serve start_nbdkit file "$IMG" && {
+		vm_boot_start "root=nbd:10.0.2.2:$PORT:ext4 vmtest.root=load"
+		outage kill 4 start_nbdkit file "$IMG"
+		vm_boot_wait
+		var_is NBD_METHOD netlink
+		load_survived 30
+		reconnected
+	}
+	done_scenario
+fi
+
+if scenario 18 "reconnect over kTLS: the server killed under load and restarted"; then
+	fresh_image flat
+	serve start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
+		vm_boot_start "root=nbds://10.0.2.2:$PORT/ rootfstype=ext4 $(tls_boot) vmtest.root=load"
+		outage kill 4 start_nbdkit "${TLS_SRV[@]}" file "$IMG"
+		vm_boot_wait
+		ours && con_has '^nbdboot: attached .*/dev/nbd0 \(.*netlink, kTLS\)' 'the kernel carries TLS'
+		load_survived 30
+		reconnected
+	}
+	done_scenario
+fi
+
+if scenario 19 "reconnect through the TLS proxy: the server killed under load and restarted"; then
+	fresh_image flat
+	serve start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
+		vm_boot_start "root=nbds://10.0.2.2:$PORT/ rootfstype=ext4 $(tls_boot) nbdboot.tls-proxy vmtest.root=load"
+		outage kill 4 start_nbdkit "${TLS_SRV[@]}" file "$IMG"
+		vm_boot_wait
+		ours && con_has '^nbdboot: attached .*/dev/nbd0 \(.*netlink, TLS via proxy\)' 'TLS through the proxy'
+		load_survived 30
+		reconnected
+		con_has '^ROOT-AFTER-LOAD holders: [0-9]+ [0-9]+$' "two '@' processes after it: the monitor and one proxy"
+	}
+	done_scenario
+fi
+
+if scenario 20 "reconnect with two connections: both killed under load, both restored"; then
+	fresh_image flat
+	serve start_nbdkit file "$IMG" && {
+		vm_boot_start "root=nbd:10.0.2.2:$PORT:ext4:rw:conns=2 vmtest.root=load"
+		outage kill 4 start_nbdkit file "$IMG"
+		vm_boot_wait
+		con_has "^NBD-ENV NBD_CONNECTIONS='2'"
+		load_survived 30
+		reconnected
+		n=$(grep -c 'ROOT-DMESG .*nbdboot: /dev/nbd0 reconnected' <<<"$CON")
+		[ "$n" = 2 ] || why "$n reconnections, expected 2 (one per connection)"
+	}
+	done_scenario
+fi
+
+if scenario 21 "a server stopped (SIGSTOP) for 15 s, longer than the 4 s request timeout"; then
+	fresh_image flat
+	serve start_nbdkit file "$IMG" && {
+		vm_boot_start "root=nbd:10.0.2.2:$PORT:ext4 nbdboot.timeout=4 vmtest.root=load"
+		outage stop 15
+		vm_boot_wait
+		load_survived 30
+		reconnected
+		stall=$(sed -n 's/^ROOT-LOAD-STALL max=\([0-9.]*\)$/\1/p' <<<"$CON")
+		awk -v s="${stall:-0}" 'BEGIN { exit !(s >= 10) }' ||
+			why "the longest pause was ${stall:-?} s: was the server really stopped?"
+	}
+	done_scenario
+fi
+
+if scenario 22 "failover: the first server killed for good, the second serves the same image"; then
+	fresh_image flat
+	serve start_nbdkit file "$IMG" && port2=$PORT && serve start_nbdkit file "$IMG" && {
+		# the second started last: outage kills it, so boot from it first
+		vm_boot_start "nbdroot=10.0.2.2:$PORT/ root=/dev/nbd0 nbdboot.failover=10.0.2.2:$port2 vmtest.root=load"
+		outage gone 0
+		vm_boot_wait
+		load_survived 30
+		reconnected "10\\.0\\.2\\.2:$port2"
+	}
+	done_scenario
+fi
+
+if scenario 23 "reconnect refusals and limits: failover at boot, another export size, a server gone for good"; then
+	# tests/vm/guest/reconnect-errors.sh, no switch_root; ports: the image, a
+	# wrong-size image, and one where nothing listens
+	fresh_image flat
+	wrong=$TESTDIR/wrong-$N.img
+	truncate -s 16M "$wrong"
+	wrong_sum=$(sha256sum <"$wrong")
+	# (the free port is picked while the server listens: it cannot be the same)
+	if serve start_nbdkit file "$IMG" && pick_port; then
+		down=$FREE_PORT port=$PORT
+		SCEN_TIMEOUT=180 vm_boot_start "vmtest.reconnect vmtest.port=$port vmtest.port-down=$down"
+		step() {  # step N: the guest printed RE-STEP N
+			wait_console "^RE-STEP $1[[:space:]]*\$" 120 || { why "the guest never reached step $1"; return 1; }
+		}
+		if step 2; then
+			kill -KILL "${SERVERS[-1]}"; wait "${SERVERS[-1]}" 2>/dev/null
+			WANT_PORT=$port serve start_nbdkit file "$wrong"
+			if step 2b; then
+				kill -KILL "${SERVERS[-1]}"; wait "${SERVERS[-1]}" 2>/dev/null
+				WANT_PORT=$port serve start_nbdkit file "$IMG"
+				if step 3; then
+					kill -KILL "${SERVERS[-1]}"
+					wait "${SERVERS[-1]}" 2>/dev/null
+				fi
+			fi
+		fi
+		vm_boot_wait
+		con_has '^RE-ATTACH rc=0 '
+		con_has "^RE-MSG nbdboot: attached 10\.0\.2\.2:$port to /dev/nbd0" 'the failover server at boot'
+		ours && con_has "^RE-MSG nbdboot: .*10\.0\.2\.2:$down.*refused; trying 10\.0\.2\.2:$port" 'the first server named'
+		con_has '^RE-MONITORS [0-9]+$' "one '@' process, the monitor"
+		con_has '^RE-WROTE rc=0 ' && sum=$(sed -n 's/^RE-WROTE rc=0 \([0-9a-f]*\)$/\1/p' <<<"$CON")
+		con_has "^RE-REFUSED .*nbdboot: refusing 10\.0\.2\.2:$port for /dev/nbd0: it serves another export now \(16777216 bytes" 'the other size refused'
+		con_has "^RE-READ-AFTER ${sum:-none} " 'the waiting read got what was written'
+		con_has '^RE-RECONNECTED ' 'reconnected to the right export'
+		[ "$(sha256sum <"$wrong")" = "$wrong_sum" ] || why "the wrong-size image was written to"
+		con_has '^RE-DISCONNECT rc=0' && con_has '^RE-MONITOR-GONE$' 'the monitor ended with the device'
+		con_has '^RE-ENDED ' 'and said so'
+		con_has '^RE-ATTACH3 rc=0 '
+		con_has '^RE-GONE rc=1 secs=([0-9]|1[0-9])$' 'the read failed within 20 s (dead timeout 6 s)'
+		con_has '^RE-LATE .*its I/O fails now' 'the monitor said the I/O fails'
+		con_has '^RE-DISCONNECT3 rc=0' && con_has '^RE-MONITOR-GONE3$' 'the monitor ended after the device was disconnected'
+		con_has '^RE-DONE'
+	else
+		why "no free port, or nbdkit did not start"
+	fi
 	done_scenario
 fi
 

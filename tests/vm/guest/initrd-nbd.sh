@@ -14,6 +14,7 @@ case " $(cat /proc/cmdline) " in *" vmtest.quiet "*) quiet=1 ;; esac
 say() { [ $quiet = 1 ] || echo "$@"; }
 
 case " $(cat /proc/cmdline) " in *" vmtest.kerrors "*) exec sh /kernel-errors.sh ;; esac
+case " $(cat /proc/cmdline) " in *" vmtest.reconnect "*) exec sh /reconnect-errors.sh ;; esac
 # vmtest.notls: a kernel without kTLS (no tls module, and no modprobe to load it)
 case " $(cat /proc/cmdline) " in
 *" vmtest.notls "*) rm -f /sbin/modprobe && rmmod tls && echo "NBD-NOTLS ok" ;;

@@ -12,6 +12,15 @@
 #             victims; then the same with SIGKILL.  A `sleep 600` started here
 #             is the victim that shows the killing works.  Then 1 MiB is written
 #             to /shutdown-data and read back after dropping the page cache.
+#   load      files written while the host kills, stops or swaps the server:
+#             vmtest.load=N files (default 30) of 256 KiB from /dev/urandom,
+#             each written with fsync and checksummed (ROOT-LOAD I MD5 uptime=T,
+#             or ROOT-LOAD-ERROR I), a pause of 0.2 s between them; then the
+#             page cache is dropped and every file read back and compared
+#             (ROOT-LOAD-CHECK ok n=N, or bad=LIST), and the longest pause
+#             between two files is printed (ROOT-LOAD-STALL), then nbdboot's
+#             lines of the kernel log (ROOT-DMESG) and the '@' processes
+#             (ROOT-AFTER-LOAD holders: PIDS).
 #   bigio     I/O in requests far larger than 16 KiB: prints the root device's
 #             queue/max_sectors_kb, reads 4 MiB of the device with O_DIRECT in
 #             1 MiB requests, writes 1 MiB to /bigio-data with O_DIRECT and reads
@@ -135,6 +144,41 @@ if [ "$mode" = bigio ]; then
 	else
 		echo "ROOT-BIGIO-READBACK-BAD wrote=$sum1 read=$sum2"
 	fi
+fi
+
+if [ "$mode" = load ]; then
+	n=30
+	for w in $(cat /proc/cmdline); do
+		case $w in vmtest.load=*) n=${w#*=} ;; esac
+	done
+	mkdir -p /load
+	echo "ROOT-LOAD-BEGIN uptime=$(up)"
+	i=1 sums="" last=$(up) stall=0
+	while [ "$i" -le "$n" ]; do
+		if dd if=/dev/urandom of="/load/f$i" bs=64k count=4 conv=fsync 2>/dev/null; then
+			s=$(md5sum <"/load/f$i" | cut -d' ' -f1)
+			sums="$sums $i:$s"
+			now=$(up)
+			echo "ROOT-LOAD $i $s uptime=$now"
+			stall=$(awk -v a="$last" -v b="$now" -v m="$stall" 'BEGIN { d = b - a; print (d > m ? d : m) }')
+			last=$now
+		else
+			echo "ROOT-LOAD-ERROR $i uptime=$(up)"
+		fi
+		i=$((i + 1))
+		sleep 0.2
+	done
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	bad=""
+	for e in $sums; do
+		[ "$(md5sum <"/load/f${e%%:*}" | cut -d' ' -f1)" = "${e#*:}" ] || bad="$bad ${e%%:*}"
+	done
+	echo "ROOT-LOAD-STALL max=$stall"
+	if [ -z "$bad" ]; then echo "ROOT-LOAD-CHECK ok n=$(echo $sums | wc -w)"; else echo "ROOT-LOAD-CHECK bad=$bad"; fi
+	dmesg | grep 'nbdboot:' | sed 's/^/ROOT-DMESG /'
+	collect
+	echo "ROOT-AFTER-LOAD holders:${holders:- none}"
 fi
 
 sync

@@ -9,6 +9,12 @@
 # The data check writes 4 MiB of random bytes to /var/lib/vmtest/data (name
 # from vmtest.data=, default data), syncs, drops the page cache and reads it
 # back; the host reads the file from the image after shutdown and compares.
+# It also installs a systemd-shutdown hook (/usr/lib/systemd/system-shutdown/),
+# which runs after systemd-shutdown's killing rounds and the remount read-only,
+# just before poweroff, and prints
+#   VMTEST late resident=PID:NAME,... read=RC  the '@' processes still there,
+#                                             and dd's status reading 4 MiB of
+#                                             the root device with O_DIRECT
 # Then: systemctl poweroff (vmtest.halt=none leaves the machine running).
 set -u
 exec >/dev/console 2>&1
@@ -25,6 +31,18 @@ say "root=$(readlink -f "$dev") fstype=$fstype options=$opts"
 sw=$(mono "" UserspaceTimestampMonotonic)
 say "times switch_root=$sw multi_user=$(mono multi-user.target ActiveEnterTimestampMonotonic) now=$(cut -d' ' -f1 /proc/uptime)"
 say "resident=$(ps -eo pid=,args= | awk '$2 ~ /^@/ { printf "%s%s:%s", n++ ? "," : "", $1, $2 }')"
+
+mkdir -p /usr/lib/systemd/system-shutdown
+cat >/usr/lib/systemd/system-shutdown/vmtest-late <<'LATE'
+#!/bin/sh
+exec >/dev/console 2>&1
+r=$(ps -eo pid=,args= | awk '$2 ~ /^@/ { printf "%s%s:%s", n++ ? "," : "", $1, $2 }')
+dev=$(awk '$2 == "/" { d = $1 } END { print d }' /proc/mounts)
+dd if="$(readlink -f "$dev")" of=/dev/null bs=1M count=4 iflag=direct 2>/dev/null
+echo "VMTEST late resident=$r read=$?"
+LATE
+chmod 755 /usr/lib/systemd/system-shutdown/vmtest-late
+sync
 
 name=$(arg vmtest.data data)
 mkdir -p /var/lib/vmtest
