@@ -7,19 +7,22 @@
  *
  *   Formatting and output   printf, stdout (results), stderr (diagnostics)
  *   Errors                  the sticky first failure, its class and verdict
- *   Configuration           argv, NBD URIs, the kernel command line
- *   Connection              clock, poll_until(), resolving, connecting
+ *   Configuration           argv, NBD URIs, the kernel command line, --failover
+ *   Connection              clock, poll_until(), resolving, connecting, servers
  *   TLS                     BearSSL: certificates, handshake, record I/O, kTLS keys
  *   Wire I/O                whole messages, in plaintext or through TLS
  *   Negotiation             greeting, STARTTLS, GO, EXPORT_NAME, LIST; retries
- *   Kernel                  netlink, device queries, request limit, readiness
- *   Resident process        what stays after the boot: DO_IT holder, TLS proxy
+ *                           with backoff, through the failover servers
+ *   Kernel                  netlink (CONNECT, STATUS, RECONFIGURE, LINK_DEAD),
+ *                           device queries, request limit, readiness
+ *   Resident process        what stays after the boot: DO_IT holder, TLS proxy,
+ *                           the reconnect monitor
  *   Attach                  sockets to the kernel: netlink, or the ioctls
  *   Output                  what --probe, --list, --print-env, --help print
  *   Main                    one function per mode
  *
  * The mutable state is a few structs, one per section that needs one:
- * output, err, tls, wire, retry, resident.
+ * output, err, tls, wire, retry, resident, mon (the monitor).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -3456,7 +3459,8 @@ static int run_check(const struct nbd_config *cfg)
  * in argv[0], every catchable signal blocked, memory locked, the OOM killer
  * told to look elsewhere, and no file of the initramfs held open.  No
  * process in NBD_DO_IT survives systemd-shutdown's SIGSTOP, which cannot be
- * blocked: only netlink mode has no such process.  Calls TLS (the proxy).
+ * blocked: only netlink mode has no such process.  Calls TLS (the proxy),
+ * Negotiation and Kernel (the monitor).
  */
 
 static struct resident {
@@ -4327,7 +4331,7 @@ static void usage(void)
 		"Options (nbd-client's single-dash long forms are accepted too):\n"
 		"  -N, --name NAME         export name (default: the server's default export)\n"
 		"  -b, --block-size BYTES  block size, power of two 512..4096 (default 512)\n"
-		"  -t, --timeout SECONDS   kernel request timeout\n"
+		"  -t, --timeout SECONDS   kernel request timeout (10 with -p in netlink mode)\n"
 		"  -C, --connections N     connections per device (1..64)\n"
 		"  -R, --readonly          attach read-only\n"
 		"  -n, --nofork            ioctl mode: hold the device in the foreground\n"
@@ -4335,8 +4339,8 @@ static void usage(void)
 		"                          cannot survive systemd's shutdown (SIGSTOP)\n"
 		"  -B, --size BYTES        override the export size\n"
 		"  -g, --no-optgo          use NBD_OPT_EXPORT_NAME instead of NBD_OPT_GO\n"
-		"      --dead-timeout SEC  netlink: the kernel holds I/O that long when the\n"
-		"                          connection dies, waiting for a new one\n"
+		"      --dead-timeout SEC  netlink: the kernel holds I/O that long while no\n"
+		"                          connection is alive (600 with -p)\n"
 		"  -u, --unix              HOST is a Unix socket path\n"
 		"  -x, --tls               require TLS\n"
 		"  -A, --cacert FILE       CA certificates (PEM; default " NBD_TLS_CA ")\n"
@@ -4347,9 +4351,13 @@ static void usage(void)
 		"      --wait SECONDS      deadline for connect and negotiation, retrying\n"
 		"                          transient failures (default %d)\n"
 		"  -v, --verbose           print where the time goes, step by step\n"
-		"  -p, --persist, -s, --swap, -m, --systemd-mark, -P, --preinit\n"
+		"  -p, --persist           netlink: a resident monitor reconnects when a\n"
+		"                          connection dies (default with --cmdline)\n"
+		"      --no-persist        no monitor\n"
+		"      --failover HOST[:PORT]  another server of the same export, tried in\n"
+		"                          order after the first (repeatable)\n"
+		"  -s, --swap, -m, --systemd-mark, -P, --preinit\n"
 		"                          accepted for nbd-client compatibility and ignored:\n"
-		"                          no reconnect is done when the connection is lost;\n"
 		"                          resident processes are always locked in memory and\n"
 		"                          marked '@' for systemd\n"
 		"  -h, --help   -V, --version\n"

@@ -85,6 +85,30 @@ run_nbdboot --probe 127.0.0.1 "$P" -N nosuch
 expect_missing nosuch
 end_test
 
+# --failover: the next server at once when one fails; a refusal ends the
+# attach only when every server refused
+if pick_port; then
+	begin "nbdkit: --failover after a server that is down"
+	run_nbdboot --probe 127.0.0.1 "$FREE_PORT" -N small --failover "127.0.0.1:$P" --wait 10
+	expect_probe small $MIB1 yes "fixed-newstyle go"
+	expect_err "^nbdboot: unable to connect to 127\.0\.0\.1:$FREE_PORT: Connection refused; trying 127\.0\.0\.1:$P\$"
+	end_test
+
+	begin "nbdkit: --failover without a port takes the first server's"
+	run_nbdboot --probe 127.0.0.2 "$P" -N small --failover 127.0.0.1 --wait 10
+	expect_probe small $MIB1 yes "fixed-newstyle go"
+	end_test
+
+	begin "nbdkit: --failover where every server refuses: the refusal, at once"
+	run_nbdboot --probe 127.0.0.1 "$P" -N nosuch --failover "[::ffff:127.0.0.1]:$P" --wait 30
+	expect_missing nosuch
+	expect_err "trying \[::ffff:127\.0\.0\.1\]:$P"
+	[ "${ELAPSED_MS:-0}" -lt 10000 ] || why "took ${ELAPSED_MS} ms: a refusal from every server is not retried"
+	end_test
+else
+	fail "nbdkit: --failover" "no free port"
+fi
+
 begin "nbdkit: list with descriptions"
 run_nbdboot -l 127.0.0.1 "$P"
 expect_rc 0
@@ -187,12 +211,13 @@ expect_rc 1
 expect_err '^nbdboot: unable to write the output'
 end_test
 
-begin "help: -p/--persist is documented as accepted and ignored, not as reconnecting"
+begin "help: -p/--persist reconnects (netlink), --failover, and what stays ignored"
 run_nbdboot --help
 expect_rc 0
-expect_out '^  -p, --persist, -s, --swap, -m, --systemd-mark, -P, --preinit$'
-expect_out 'no reconnect is done when the connection is lost'
-expect_no_out 'reconnect when'
+expect_out '^  -p, --persist +netlink: a resident monitor reconnects when a$'
+expect_out '^      --failover HOST\[:PORT\] '
+expect_out '^  -s, --swap, -m, --systemd-mark, -P, --preinit$'
+expect_no_out 'no reconnect'
 end_test
 
 # Usage errors must win even though the server would answer.

@@ -77,7 +77,8 @@
 #  22 failover: Debian nbdroot= with nbdboot.failover=SRV:PORT2; the first server
 #     is killed for good, the second serves the same image file
 #  23 tests/vm/guest/reconnect-errors.sh, no switch_root: at boot the first
-#     server is down and --failover's is attached (the first named); a server of
+#     server is down and --failover's is attached (the first named); -L -p
+#     warns that the ioctls cannot reconnect; a server of
 #     another size on the same port is refused and logged while a read waits,
 #     and the image it serves is untouched; the right server again: the read
 #     gets what was written; -d ends the monitor; with --dead-timeout 6 and the
@@ -292,10 +293,14 @@ wait_console() {
 }
 # once the guest has written 3 files: outage kill SECS START_FN ARGS... kills
 # the last server (SIGKILL) and SECS later starts START_FN ARGS on its port;
-# outage stop SECS stops it (SIGSTOP) for SECS; outage gone kills it for good
+# outage stop SECS stops it (SIGSTOP) for SECS; outage gone kills it for good.
+# For bench/reconnect it writes $LOG.outage: stall_ms=, the host's time from
+# the server taking connections again (or SIGCONT) to the guest's next
+# ROOT-LOAD line on the console (polled every 50 ms)
 outage() {
-	local how=$1 secs=$2 pid=${SERVERS[-1]} port=$PORT
+	local how=$1 secs=$2 pid=${SERVERS[-1]} port=$PORT t_up n0 i
 	shift 2
+	rm -f "$LOG.outage"
 	if ! wait_console '^ROOT-LOAD 3 ' 150; then
 		why "the guest's load did not start"
 		return 1
@@ -307,8 +312,16 @@ outage() {
 		wait "$pid" 2>/dev/null
 		[ "$how" = gone ] && return 0
 		sleep "$secs"
-		WANT_PORT=$port serve "$@" ;;
+		WANT_PORT=$port serve "$@" || return 1 ;;
 	esac
+	t_up=$(date +%s%3N)
+	n0=$(grep -ac '^ROOT-LOAD [0-9]' "$LOG")
+	for i in $(seq 2400); do
+		[ "$(grep -ac '^ROOT-LOAD [0-9]' "$LOG")" -gt "$n0" ] && break
+		kill -0 "$VM_PID" 2>/dev/null || return 0
+		sleep 0.05
+	done
+	echo "stall_ms=$(($(date +%s%3N) - t_up))" >"$LOG.outage"
 }
 # load_survived N: the load wrote N files with no error of any kind, all read
 # back right after dropping the page cache, and the image has every one
@@ -761,6 +774,8 @@ if scenario 23 "reconnect refusals and limits: failover at boot, another export 
 		con_has "^RE-MSG nbdboot: attached 10\.0\.2\.2:$port to /dev/nbd0" 'the failover server at boot'
 		ours && con_has "^RE-MSG nbdboot: .*10\.0\.2\.2:$down.*refused; trying 10\.0\.2\.2:$port" 'the first server named'
 		con_has '^RE-MONITORS [0-9]+$' "one '@' process, the monitor"
+		ours && con_has '^RE-IOCTL rc=0 nbdboot: warning: /dev/nbd2 cannot reconnect with the ioctls: .*netlink mode reconnects' '-p with -L says what it cannot do'
+		con_has '^RE-IOCTL-DISCONNECT rc=0'
 		con_has '^RE-WROTE rc=0 ' && sum=$(sed -n 's/^RE-WROTE rc=0 \([0-9a-f]*\)$/\1/p' <<<"$CON")
 		con_has "^RE-REFUSED .*nbdboot: refusing 10\.0\.2\.2:$port for /dev/nbd0: it serves another export now \(16777216 bytes" 'the other size refused'
 		con_has "^RE-READ-AFTER ${sum:-none} " 'the waiting read got what was written'

@@ -24,6 +24,8 @@
 #                                and read back its data, powered off cleanly,
 #                                no I/O error; image clean with the data on it
 #   sys_times                    "switch_root=S multi_user=S" from the console
+#   sys_late_ok N                the '@' processes (N) and the root were still
+#                                there when systemd-shutdown ran its hooks
 #   sys_dhcp_net ROOTPATH        a network namespace of its own (SYS_NETNS) that
 #                                boots join instead of qemu's user networking:
 #                                dnsmasq hands out leases with ROOTPATH as the
@@ -148,6 +150,15 @@ sys_booted() {
 	sum=$(sed -n 's/^VMTEST data ok \([0-9a-f]*\).*/\1/p' <<<"$CON" | head -n1)
 	got=$(debugfs -R "cat /var/lib/vmtest/data" "$src" 2>/dev/null | sha256sum | cut -d' ' -f1)
 	[ "$got" = "$sum" ] || { why "the data on the image (sha256 $got) is not what the guest wrote ($sum)"; return 1; }
+}
+
+# sys_late_ok N: vmtest-systemd.sh's systemd-shutdown hook ran after the
+# killing rounds and found N '@' processes (nbdboot's monitor, and its proxy)
+# and the root device still reading, just before poweroff
+sys_late_ok() {
+	local re='[0-9]+:@[^,]*'
+	[ "$1" = 2 ] && re="$re,$re"
+	sys_con_has "^VMTEST late resident=$re read=0\$" "the '@' processes outlived systemd-shutdown and the root reads until poweroff"
 }
 
 sys_times() {

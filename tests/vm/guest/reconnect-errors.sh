@@ -3,7 +3,8 @@
 # (initrd-nbd.sh runs it when the command line has vmtest.reconnect).  The host
 # acts on the RE-STEP lines this prints (it watches the console):
 #   1  nbdboot -p with a first server that is down (vmtest.port-down=) and
-#      --failover to vmtest.port=: attached to the second, /dev/nbd0
+#      --failover to vmtest.port=: attached to the second, /dev/nbd0; then
+#      -L -p on /dev/nbd2 warns that the ioctls cannot reconnect
 #   2  a block is written (O_DIRECT); RE-STEP 2: the host kills the server and
 #      starts one with an export of another size on the same port.  A read
 #      waits; the monitor must refuse that server (its message on /dev/kmsg:
@@ -53,6 +54,11 @@ msg=$(nbdboot 10.0.2.2 "$down" /dev/nbd0 --failover "10.0.2.2:$port" -p --dead-t
 echo "RE-ATTACH rc=$? $(printf '%s\n' "$msg" | head -n1)"
 printf '%s\n' "$msg" | sed 's/^/RE-MSG /'
 echo "RE-MONITORS $(monitors)"
+# the ioctls cannot reconnect: -p with -L says so, and starts no monitor
+msg=$(nbdboot 10.0.2.2 "$port" /dev/nbd2 -L -p 2>&1)
+echo "RE-IOCTL rc=$? $(printf '%s\n' "$msg" | grep 'cannot reconnect')"
+nbdboot -d /dev/nbd2
+echo "RE-IOCTL-DISCONNECT rc=$?"
 
 dd if=/dev/urandom of=/block bs=4k count=1 2>/dev/null
 sum=$(md5sum </block | cut -d' ' -f1)

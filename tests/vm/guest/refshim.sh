@@ -62,7 +62,8 @@ if [ $printenv = 1 ]; then
 	done
 	exit 0
 fi
-set -- "$srv" "$port" "$dev" -b 512
+# -persist: what both generators pass (dracut -p, Debian -persist)
+set -- "$srv" "$port" "$dev" -b 512 -persist
 [ -z "$name" ] || set -- "$@" -N "$name"
 [ $method = netlink ] || set -- "$@" -nonetlink -systemd-mark
 [ $ro = 0 ] || set -- "$@" -R
@@ -76,7 +77,8 @@ if [ $tls = 1 ]; then
 fi
 end=$(($(date +%s) + wait))
 while :; do
-	out=$(nbd-client "$@" 2>&1) && break
+	nbd-client "$@" >/tmp/nbd-client.out 2>&1 </dev/null && break
+	out=$(cat /tmp/nbd-client.out)
 	if [ "$(date +%s)" -ge $end ]; then
 		echo "nbdboot: $(echo "$out" | tail -n1)" >&2
 		exit 1
