@@ -337,6 +337,18 @@ load_survived() {
 	ours && con_has "^nbdboot: attached .* to /dev/nbd0 \(.*\); it reconnects by itself \(monitor [0-9]+" 'the monitor started'
 	con_has '^ROOT-HOLDERS [0-9]+' "the monitor is a '@' process after switch_root"
 }
+# load_restart APPEND ARGS...: nbdkit ARGS serves the root; boot with APPEND
+# (a literal $PORT in it: the server's port) and the load, the server killed
+# after the third file and started again 4 s later on its port; fails when the
+# server did not start
+load_restart() {
+	local append=$1
+	shift
+	serve start_nbdkit "$@" || return 1
+	vm_boot_start "${append//'$PORT'/$PORT} vmtest.root=load"
+	outage kill 4 start_nbdkit "$@"
+	vm_boot_wait
+}
 reconnected() {  # reconnected [SERVER-REGEX]: the monitor said so on /dev/kmsg
 	ours || return 0
 	con_has "^ROOT-DMESG .*nbdboot: lost a connection of /dev/nbd0" 'the monitor saw the loss'
@@ -662,10 +674,7 @@ fi
 
 if scenario 17 "reconnect: the server is killed under a write load, restarted 4 s later"; then
 	fresh_image flat
-	serve start_nbdkit file "$IMG" && {
-		vm_boot_start "root=nbd:10.0.2.2:$PORT:ext4 vmtest.root=load"
-		outage kill 4 start_nbdkit file "$IMG"
-		vm_boot_wait
+	load_restart "root=nbd:10.0.2.2:\$PORT:ext4" file "$IMG" && {
 		var_is NBD_METHOD netlink
 		load_survived 30
 		reconnected
@@ -675,10 +684,7 @@ fi
 
 if scenario 18 "reconnect over kTLS: the server killed under load and restarted"; then
 	fresh_image flat
-	serve start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
-		vm_boot_start "root=nbds://10.0.2.2:$PORT/ rootfstype=ext4 $(tls_boot) vmtest.root=load"
-		outage kill 4 start_nbdkit "${TLS_SRV[@]}" file "$IMG"
-		vm_boot_wait
+	load_restart "root=nbds://10.0.2.2:\$PORT/ rootfstype=ext4 $(tls_boot)" "${TLS_SRV[@]}" file "$IMG" && {
 		ours && con_has '^nbdboot: attached .*/dev/nbd0 \(.*netlink, kTLS\)' 'the kernel carries TLS'
 		load_survived 30
 		reconnected
@@ -688,10 +694,8 @@ fi
 
 if scenario 19 "reconnect through the TLS proxy: the server killed under load and restarted"; then
 	fresh_image flat
-	serve start_nbdkit "${TLS_SRV[@]}" file "$IMG" && {
-		vm_boot_start "root=nbds://10.0.2.2:$PORT/ rootfstype=ext4 $(tls_boot) nbdboot.tls-proxy vmtest.root=load"
-		outage kill 4 start_nbdkit "${TLS_SRV[@]}" file "$IMG"
-		vm_boot_wait
+	load_restart "root=nbds://10.0.2.2:\$PORT/ rootfstype=ext4 $(tls_boot) nbdboot.tls-proxy" \
+		"${TLS_SRV[@]}" file "$IMG" && {
 		ours && con_has '^nbdboot: attached .*/dev/nbd0 \(.*netlink, TLS via proxy\)' 'TLS through the proxy'
 		load_survived 30
 		reconnected
@@ -702,10 +706,7 @@ fi
 
 if scenario 20 "reconnect with two connections: both killed under load, both restored"; then
 	fresh_image flat
-	serve start_nbdkit file "$IMG" && {
-		vm_boot_start "root=nbd:10.0.2.2:$PORT:ext4:rw:conns=2 vmtest.root=load"
-		outage kill 4 start_nbdkit file "$IMG"
-		vm_boot_wait
+	load_restart "root=nbd:10.0.2.2:\$PORT:ext4:rw:conns=2" file "$IMG" && {
 		con_has "^NBD-ENV NBD_CONNECTIONS='2'"
 		load_survived 30
 		reconnected
