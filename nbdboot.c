@@ -3834,11 +3834,13 @@ static bool monitor_recover(uint64_t dead)
 		int fd, r;
 		if (!monitor_device_there())
 			return false;
+		if (now - since >= NBD_MONITOR_FAST_MS && !told_late)
+			retry.max_ms = NBD_RETRY_MAX_MS; /* a long outage: a fleet's retries add up */
 		if (now >= late && !told_late) {
 			mlog(3, "no server for %s within %u s (--dead-timeout): its I/O fails now; "
 			     "still trying until it is disconnected", mon.dev, dead_timeout(cfg));
 			told_late = true;
-			retry.max_ms = NBD_MONITOR_LATE_RETRY_MS; /* a fleet's retries add up */
+			retry.max_ms = NBD_MONITOR_LATE_RETRY_MS;
 		}
 		fd = monitor_connect(told_late || late - now > NBD_MONITOR_TRY_MS ? now + NBD_MONITOR_TRY_MS
 							       : late);

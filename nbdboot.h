@@ -347,6 +347,7 @@ struct ktls_info {
 #define NBD_MONITOR_GRACE_MS 1000    /* a socket shut down without LINK_DEAD: a disconnect? */
 #define NBD_MONITOR_TRY_MS 10000     /* one round of connecting, between status checks */
 #define NBD_MONITOR_RETRY_MS 500     /* its longest pause: a restarted server is used at once */
+#define NBD_MONITOR_FAST_MS 30000    /* ... for this long, then NBD_RETRY_MAX_MS */
 #define NBD_MONITOR_LATE_RETRY_MS 30000 /* ... and once the kernel has given up */
 
 /* "nbdboot:" and the server as "[host]:port" or a socket path, the kernel's
