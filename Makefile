@@ -162,6 +162,7 @@ bench: deps
 	$(MAKE) nbdboot
 	bench/attach
 	bench/tls
+	bench/throughput
 	bench/storm
 
 # Boot times of a real systemd root through dracut and initramfs-tools, with
