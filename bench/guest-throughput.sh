@@ -19,45 +19,19 @@
 #   BENCH-NOT-ATTACHED, BENCH-STUCK.  Before the first round, one warm-up
 #   attach per tool (BENCH-WARM, not counted).
 # Certificates: /etc/nbd-ca.pem; the server certificate names nbd.test.
-# $(cmd SETUP) below is split into words on purpose:
-# shellcheck disable=SC2046,SC2091
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-port="" rounds=3 mb=32 rmb=4 epoch=0
+# $(cmd SETUP) below is split into words on purpose; dev and ca come from
+# /guest-lib.sh:
+# shellcheck disable=SC2046,SC2091,SC2154
+. /guest-lib.sh  # PATH, the clock, dev, ca, attached, resident, settle
+port="" rounds=3 mb=32 rmb=4
 for w in $(cat /proc/cmdline); do
 	case $w in
 	vmtest.port=*) port=${w#*=} ;;
 	vmtest.rounds=*) rounds=${w#*=} ;;
 	vmtest.mb=*) mb=${w#*=} ;;
 	vmtest.rmb=*) rmb=${w#*=} ;;
-	vmtest.epoch=*) epoch=${w#*=} ;;
 	esac
 done
-# certificates are checked against the clock: set it if it is behind the host's
-[ "$(date +%s)" -ge $((epoch - 60)) ] || date -s "@$epoch" >/dev/null
-dev=/dev/nbd0
-ca="-A /etc/nbd-ca.pem -H nbd.test"
-
-attached() { [ "$(cat /sys/block/nbd0/size)" != 0 ] && [ -e /sys/block/nbd0/pid ]; }
-# the client processes left, "PID:ARGV0:RSS_KB ...": those marked '@'
-# (nbdboot's) or named *nbd-client*
-resident() {
-	r=""
-	for d in /proc/[0-9]*; do
-		c=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)
-		case $c in
-		@* | *nbd-client*) r="$r ${d#/proc/}:${c%% *}:$(sed -n 's/^VmRSS:[^0-9]*\([0-9]*\).*/\1/p' "$d/status")" ;;
-		esac
-	done
-	echo "${r# }"
-}
-settle() {  # wait up to 5 s for /dev/nbd0 and every client process to be gone
-	w=0
-	while { attached || [ -e /sys/block/nbd0/pid ] || [ -n "$(resident)" ]; } && [ $w -lt 100 ]; do
-		sleep 0.05
-		w=$((w + 1))
-	done
-	[ $w -lt 100 ] || echo "BENCH-STUCK $1: still connected or resident after 5 s: $(resident)"
-}
 # cmd SETUP: the attach command line of a set-up (TOOL-MODE-CONNS), used
 # unquoted (split into words; nothing in it has spaces or glob characters)
 cmd() {

@@ -12,44 +12,19 @@
 #     dd bs=1M count=vmtest.mb, then (first round) the md5 of what was read,
 #     the processes left resident with their VmRSS, and detach.
 # Certificates: /etc/nbd-ca.pem; the server certificate names nbd.test.
-# $(cmd SETUP) below is split into words on purpose:
-# shellcheck disable=SC2046,SC2091
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-port="" runs=7 rounds=3 mb=64 epoch=0
+# $(cmd SETUP) below is split into words on purpose; dev and ca come from
+# /guest-lib.sh:
+# shellcheck disable=SC2046,SC2091,SC2154
+. /guest-lib.sh  # PATH, the clock, dev, ca, attached, resident, settle
+port="" runs=7 rounds=3 mb=64
 for w in $(cat /proc/cmdline); do
 	case $w in
 	vmtest.port=*) port=${w#*=} ;;
 	vmtest.runs=*) runs=${w#*=} ;;
 	vmtest.rounds=*) rounds=${w#*=} ;;
 	vmtest.mb=*) mb=${w#*=} ;;
-	vmtest.epoch=*) epoch=${w#*=} ;;
 	esac
 done
-# certificates are checked against the clock: set it if it is behind the host's
-[ "$(date +%s)" -ge $((epoch - 60)) ] || date -s "@$epoch" >/dev/null
-dev=/dev/nbd0
-ca="-A /etc/nbd-ca.pem -H nbd.test"
-
-attached() { [ "$(cat /sys/block/nbd0/size)" != 0 ] && [ -e /sys/block/nbd0/pid ]; }
-# resident: "PID:ARGV0:RSS_KB ..." of processes marked '@' or named *nbd*
-resident() {
-	r=""
-	for d in /proc/[0-9]*; do
-		c=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)
-		case $c in
-		@* | *nbd*) r="$r ${d#/proc/}:${c%% *}:$(sed -n 's/^VmRSS:[^0-9]*\([0-9]*\).*/\1/p' "$d/status")" ;;
-		esac
-	done
-	echo "${r# }"
-}
-settle() {  # wait up to 5 s for /dev/nbd0 and every client process to be gone
-	w=0
-	while { attached || [ -e /sys/block/nbd0/pid ] || [ -n "$(resident)" ]; } && [ $w -lt 100 ]; do
-		sleep 0.05
-		w=$((w + 1))
-	done
-	[ $w -lt 100 ] || echo "BENCH-STUCK $1: still connected or resident after 5 s: $(resident)"
-}
 # cmd SETUP: the attach command line of a set-up, used unquoted (split into
 # words; nothing in it has spaces or glob characters)
 cmd() {
