@@ -3153,26 +3153,24 @@ static int group_visit(uint8_t cmd, const uint8_t *attrs, size_t len, void *arg)
 	return 0;
 }
 
-/* A netlink socket in nbd's multicast group (LINK_DEAD); a negative errno. */
-static int nl_join(int64_t deadline)
+/* A netlink socket in nbd's multicast group (LINK_DEAD), and the family's
+ * id in *family, from one GETFAMILY; a negative errno. */
+static int nl_join(int64_t deadline, uint16_t *family)
 {
 	struct nl_group g = { 0, 0 };
-	struct nlmsg m;
-	int r, fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+	int r, fd = nl_ask_family();
 	if (fd < 0)
 		return -errno;
-	nl_start(&m, GENL_ID_CTRL, CTRL_CMD_GETFAMILY);
-	nl_put(&m, CTRL_ATTR_FAMILY_NAME, NBD_GENL_FAMILY_NAME, sizeof NBD_GENL_FAMILY_NAME);
-	r = nl_send(fd, &m);
-	if (r == 0)
-		r = nl_recv_with(fd, deadline, group_visit, &g);
-	if (r == 0 && !g.group)
+	r = nl_recv_with(fd, deadline, group_visit, &g);
+	if (r == 0 && (!g.family || !g.group))
 		r = -ENOENT;
 	if (r == 0 && setsockopt(fd, SOL_NETLINK_LEVEL, NETLINK_ADD_MEMBERSHIP_OPT, &g.group,
 				 sizeof g.group) < 0)
 		r = -errno;
 	if (r < 0)
 		close(fd);
+	else
+		*family = g.family;
 	return r < 0 ? r : fd;
 }
 
@@ -3921,9 +3919,9 @@ static pid_t monitor_start(const struct nbd_config *cfg, const struct nbd_export
 	fmt(mon.dev, sizeof mon.dev, "%s", dev);
 	mon.index = device_index(dev);
 	backend_ident(cfg, mon.ident, sizeof mon.ident);
-	mon.mc = nl_join(deadline);
-	if (mon.mc >= 0)
-		mon.nl = nl_open(deadline, &mon.family);
+	mon.mc = nl_join(deadline, &mon.family);
+	if (mon.mc >= 0) /* requests go on a socket of their own: no multicast between */
+		mon.nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
 	if (mon.mc < 0 || mon.nl < 0) {
 		say("warning: %s will not reconnect: no netlink for its monitor: %s", dev,
 		    strerror(mon.mc < 0 ? -mon.mc : errno));
