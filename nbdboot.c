@@ -3678,6 +3678,10 @@ static struct monitor {
 	int proc;                 /* /proc: names resolve in PID 1's root */
 	bool kmsg;                /* messages go to /dev/kmsg, with a level */
 	bool link_dead;           /* LINK_DEAD came for this device */
+	/* Told once per outage: /dev/kmsg rate-limits each writer (10 lines in
+	 * 5 s), and a message repeated each attempt would suppress the next */
+	unsigned refused_told;    /* servers refused for another export (bits) */
+	bool kernel_told;         /* a RECONFIGURE the kernel refused */
 } mon = { .mc = -1, .nl = -1, .proc = -1 };
 
 /* One message: on /dev/kmsg at a syslog level (3 error, 4 warning, 5 notice). */
@@ -3791,10 +3795,13 @@ static int monitor_connect(int64_t deadline)
 	if (fd < 0)
 		return -1;
 	if (ex.size != mon.ex.size || ex.flags != mon.ex.flags) {
-		mlog(4, "refusing %s for %s: it serves another export now (%llu bytes, flags 0x%x; "
-		     "was %llu bytes, flags 0x%x)", server_name(server_config(cfg, retry.server)),
-		     mon.dev, (unsigned long long)ex.size, ex.flags, (unsigned long long)mon.ex.size,
-		     mon.ex.flags);
+		if (!(mon.refused_told & (1u << retry.server)))
+			mlog(4, "refusing %s for %s: it serves another export now (%llu bytes, flags "
+			     "0x%x; was %llu bytes, flags 0x%x)",
+			     server_name(server_config(cfg, retry.server)), mon.dev,
+			     (unsigned long long)ex.size, ex.flags, (unsigned long long)mon.ex.size,
+			     mon.ex.flags);
+		mon.refused_told |= 1u << retry.server;
 		close(fd);
 		retry.server = (retry.server + 1) % (1 + cfg->nfailover);
 		return -1;
@@ -3823,6 +3830,8 @@ static bool monitor_recover(uint64_t dead)
 	bool told_late = false;
 	memset(&retry.said, 0, sizeof retry.said);
 	retry.said_next = 0;
+	mon.refused_told = 0;
+	mon.kernel_told = false;
 	retry.last[0] = 0;
 	mlog(4, "lost a connection of %s to %s; reconnecting (I/O waits up to %u s)", mon.dev,
 	     server_name(server_config(cfg, retry.server)), dead_timeout(cfg));
@@ -3857,9 +3866,10 @@ static bool monitor_recover(uint64_t dead)
 				continue;
 			}
 			close(fd);
-			if (r != -ENOSPC)
+			if (r != -ENOSPC && !mon.kernel_told)
 				mlog(4, "the kernel refused the new connection for %s: %s", mon.dev,
 				     strerror(-r));
+			mon.kernel_told = mon.kernel_told || r != -ENOSPC;
 		}
 		sleep_ms(backoff_ms(n));
 		monitor_look(&dead, 0);

@@ -79,7 +79,7 @@
 #  23 tests/vm/guest/reconnect-errors.sh, no switch_root: at boot the first
 #     server is down and --failover's is attached (the first named); -L -p
 #     warns that the ioctls cannot reconnect; a server of
-#     another size on the same port is refused and logged while a read waits,
+#     another size on the same port is refused and logged (once) while a read waits,
 #     and the image it serves is untouched; the right server again: the read
 #     gets what was written; -d ends the monitor; with --dead-timeout 6 and the
 #     server gone for good a read fails within 20 s, the monitor says the I/O
@@ -781,6 +781,7 @@ if scenario 23 "reconnect refusals and limits: failover at boot, another export 
 		con_has "^RE-REFUSED .*nbdboot: refusing 10\.0\.2\.2:$port for /dev/nbd0: it serves another export now \(16777216 bytes" 'the other size refused'
 		con_has "^RE-READ-AFTER ${sum:-none} " 'the waiting read got what was written'
 		con_has '^RE-RECONNECTED ' 'reconnected to the right export'
+		con_has '^RE-REFUSED-TIMES 1$' 'the refusal told once, not at every attempt'
 		[ "$(sha256sum <"$wrong")" = "$wrong_sum" ] || why "the wrong-size image was written to"
 		con_has '^RE-DISCONNECT rc=0' && con_has '^RE-MONITOR-GONE$' 'the monitor ended with the device'
 		con_has '^RE-ENDED ' 'and said so'
@@ -788,6 +789,7 @@ if scenario 23 "reconnect refusals and limits: failover at boot, another export 
 		con_has '^RE-GONE rc=1 secs=([0-9]|1[0-9])$' 'the read failed within 20 s (dead timeout 6 s)'
 		con_has '^RE-LATE .*its I/O fails now' 'the monitor said the I/O fails'
 		con_has '^RE-DISCONNECT3 rc=0' && con_has '^RE-MONITOR-GONE3$' 'the monitor ended after the device was disconnected'
+		con_has '^RE-RATELIMITED 0$' "the kernel log suppressed none of the monitor's lines"
 		con_has '^RE-DONE'
 	else
 		why "no free port, or nbdkit did not start"

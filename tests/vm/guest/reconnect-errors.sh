@@ -9,8 +9,8 @@
 #      starts one with an export of another size on the same port.  A read
 #      waits; the monitor must refuse that server (its message on /dev/kmsg:
 #      RE-REFUSED); RE-STEP 2b: the host serves the right image again and the
-#      read completes with what was written (RE-READ-AFTER).  Then -d ends the
-#      device and its monitor.
+#      read completes with what was written (RE-READ-AFTER); the refusal was
+#      told once (RE-REFUSED-TIMES).  Then -d ends the device and its monitor.
 #   3  /dev/nbd1 with --dead-timeout 6; RE-STEP 3: the host kills the server
 #      for good.  A read fails within a bound (RE-GONE rc=1 secs=N), the
 #      monitor says the I/O fails now, -d works and the monitor ends.
@@ -75,6 +75,8 @@ i=0
 while kill -0 $reader 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 echo "RE-READ-AFTER $(cat /read-after 2>/dev/null) waited=$((i / 10)) s"
 l=$(wait_dmesg 'nbdboot: /dev/nbd0 reconnected' 5) && echo "RE-RECONNECTED $l"
+# told once, however many attempts met it: /dev/kmsg rate-limits its writers
+echo "RE-REFUSED-TIMES $(dmesg | grep -c 'nbdboot: refusing .* for /dev/nbd0')"
 nbdboot -d /dev/nbd0
 echo "RE-DISCONNECT rc=$?"
 if gone_within 15; then echo "RE-MONITOR-GONE"; else echo "RE-MONITOR-STILL $(monitors)"; fi
@@ -92,4 +94,5 @@ l=$(wait_dmesg 'nbdboot: no server for /dev/nbd1 within 6 s' 15) && echo "RE-LAT
 nbdboot -d /dev/nbd1
 echo "RE-DISCONNECT3 rc=$?"
 if gone_within 45; then echo "RE-MONITOR-GONE3"; else echo "RE-MONITOR-STILL3 $(monitors)"; fi
+echo "RE-RATELIMITED $(dmesg | grep -c 'nbdboot: .* suppressed due to ratelimiting')"
 echo "RE-DONE"
