@@ -25,24 +25,34 @@
  * output, err, tls, wire, retry, resident, mon (the monitor).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
 #include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/if_ether.h>
+#include <netpacket/packet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -197,7 +207,10 @@ static struct output {
 	int failed_errno; /* first failure writing stdout, 0 if none */
 	bool verbose;     /* -v: trace() prints each step */
 	struct timespec t_start;
-} output;
+	int kmsg;          /* /init: /dev/kmsg, where every message is copied; else -1 */
+	int console_level; /* /init: the kernel shows kmsg lines below this level itself */
+	int level;         /* /init: the level of say()'s lines, 0 for notice (5) */
+} output = { .kmsg = -1 };
 
 static int write_whole(int fd, const char *p, size_t len)
 {
@@ -258,6 +271,14 @@ static void say(const char *f, ...)
 	va_start(ap, f);
 	vfmt(line, sizeof line, f, ap);
 	va_end(ap);
+	if (output.kmsg >= 0) { /* /init: the log too, and the console unless the kernel shows it */
+		char k[800];
+		int level = output.level ? output.level : 5;
+		size_t n = (size_t)fmt(k, sizeof k, "<%d>nbdboot: %s\n", level, line);
+		if (write_whole(output.kmsg, k, n < sizeof k ? n : sizeof k - 1) == 0 &&
+		    level < output.console_level)
+			return;
+	}
 	diag("nbdboot: %s\n", line);
 }
 
@@ -937,6 +958,7 @@ int nbd_cmdline_option(struct nbd_config *cfg, const char *word)
 		{ "name", 'N' },         { "device", 'D' },     { "tls-proxy", O_TLS_PROXY },
 		{ "dead-timeout", O_DEAD_TIMEOUT }, { "failover", O_FAILOVER },
 		{ "nopersist", O_NO_PERSIST },  { "no-persist", O_NO_PERSIST },
+		{ "verbose", 'v' },      { "overlay", 'D' },   { "panic", 'D' },
 	};
 	const char *eq = strchr(word, '=');
 	size_t klen = eq ? (size_t)(eq - word) : strlen(word);
@@ -952,6 +974,8 @@ int nbd_cmdline_option(struct nbd_config *cfg, const char *word)
 		if (wants != (eq != NULL))
 			return fail_usage("nbdboot option '%s' %s", shown_name(word),
 					  wants ? "needs =VALUE" : "takes no value");
+		if (keys[i].id == 'D' && keys[i].key[0] != 'd')
+			return 0; /* the /init mode's: nbd_parse_boot() reads it */
 		if (keys[i].id == 'D')
 			return set_device(cfg, eq + 1);
 		return apply_option(cfg, keys[i].id, eq ? eq + 1 : NULL);
@@ -1004,11 +1028,27 @@ static int cmdline_dracut(struct nbd_config *cfg, char *v, const char *param)
 	return opts && *opts ? cmdline_opts(cfg, opts, param) : 0;
 }
 
+/* What DHCP said: the /init mode's own client, else the environment an
+ * initramfs's DHCP client left (ROOTPATH, ROOTSERVER). */
+static struct boot_env {
+	char rootpath[NBD_ROOTPATH_MAX + 1];
+	char rootserver[16];
+	bool missed; /* a grammar wanted a value DHCP had not given (yet) */
+} boot_env;
+
+static const char *dhcp_env(const char *name)
+{
+	const char *own = !strcmp(name, "ROOTPATH") ? boot_env.rootpath : boot_env.rootserver;
+	const char *v = own[0] ? own : getenv(name);
+	boot_env.missed = boot_env.missed || !v || !*v;
+	return v;
+}
+
 /* Debian: SRV,NAME[,nbdN] | [V6]:[PORT]/NAME | HOST:[PORT]/NAME | /NAME | dhcp */
 static int cmdline_debian(struct nbd_config *cfg, char *v)
 {
 	char *comma = strchr(v, ','), *slash, *colon;
-	const char *env_path = getenv("ROOTPATH"), *env_srv = getenv("ROOTSERVER");
+	const char *env_path = dhcp_env("ROOTPATH"), *env_srv = dhcp_env("ROOTSERVER");
 	if (!*v || !strcmp(v, "dhcp")) {
 		static char dhcp[NBD_ROOTPATH_MAX + 1];
 		if (!env_path || !*env_path)
@@ -1066,6 +1106,24 @@ static int cmdline_rootdev(struct nbd_config *cfg, const char *v)
 	return copy_str(cfg->root, sizeof cfg->root, v, "root");
 }
 
+/* root=dhcp, netroot=dhcp (dracut): the DHCP root-path in any of the
+ * grammars, nbd:SRV:..., an NBD URI, or Debian's SRV,NAME / HOST:PORT/NAME. */
+static int cmdline_dhcp_root(struct nbd_config *cfg, const char *param)
+{
+	static char path[NBD_ROOTPATH_MAX + 1];
+	const char *env = dhcp_env("ROOTPATH");
+	if (!env || !*env)
+		return fail_usage("%s=dhcp needs the DHCP root-path (option 17, ROOTPATH), which "
+				  "the DHCP server did not send", param);
+	if (copy_str(path, sizeof path, env, "the DHCP root-path (ROOTPATH)"))
+		return fail_prefix(param);
+	if (!strncmp(path, "nbd:", 4) && strncmp(path, "nbd://", 6))
+		return cmdline_dracut(cfg, path, param);
+	if (strstr(path, "://"))
+		return nbd_parse_uri(cfg, path) ? fail_prefix(param) : 0;
+	return cmdline_debian(cfg, path);
+}
+
 /* Next word of the command line, honouring double quotes. */
 static char *cmdline_word(char **s)
 {
@@ -1102,6 +1160,11 @@ static int cmdline_param(struct nbd_config *cfg, char *w, int *found)
 		if ((*found)++)
 			return fail_usage("root: the command line names more than one NBD root");
 		return nbd_parse_uri(cfg, v) ? fail_prefix("root") : 0;
+	}
+	if (!strcmp(w, "root=dhcp") || !strcmp(w, "netroot=dhcp")) {
+		if ((*found)++)
+			return fail_usage("%.*s: the command line names more than one NBD root", (int)(v - w - 1), w);
+		return cmdline_dhcp_root(cfg, w[0] == 'r' ? "root" : "netroot");
 	}
 	if (!strncmp(w, "nbdroot=", 8)) {
 		if ((*found)++)
@@ -1149,6 +1212,195 @@ int nbd_parse_cmdline(struct nbd_config *cfg, const char *text)
 		memcpy(cfg->root, cfg->device, sizeof cfg->device);
 	else if (!root_on_device(cfg->root, cfg->device))
 		return fail_usage("root=%s is not on the NBD device %s", cfg->root, cfg->device);
+	return 0;
+}
+
+/* ---- The /init mode's words -------------------------------------------------
+ * ip= in the kernel's grammar (Documentation/admin-guide/nfs/nfsroot.rst),
+ * BOOTIF= as PXE writes it, init=, ro/rw, nbdboot.overlay=, nbdboot.panic=.
+ */
+
+/* An IPv4 literal of field `what`, or empty (0). */
+static int ip_field(const char *s, uint32_t *out, const char *what)
+{
+	struct in_addr a;
+	if (!*s)
+		return 0;
+	if (inet_pton(AF_INET, s, &a) != 1)
+		return fail_usage("ip: %s '%s' is not an IPv4 address", what, shown_name(s));
+	*out = a.s_addr;
+	return 0;
+}
+
+/* AUTOCONF: 1 for DHCP, 0 for none, -1 unknown. */
+static int ip_autoconf(const char *s)
+{
+	static const char *const dhcp[] = { "on", "any", "dhcp", "bootp", "both", "" };
+	if (!strcmp(s, "off") || !strcmp(s, "none"))
+		return 0;
+	for (size_t i = 0; i < sizeof dhcp / sizeof dhcp[0]; i++)
+		if (!strcmp(s, dhcp[i]))
+			return 1;
+	return -1;
+}
+
+static int ip_hostname(struct nbd_ipconf *ip, const char *s)
+{
+	size_t n = strlen(s);
+	if (n > NBD_HOSTNAME_MAX || strspn(s, DIGITS "abcdefghijklmnopqrstuvwxyz"
+				     "ABCDEFGHIJKLMNOPQRSTUVWXYZ-.") != n)
+		return fail_usage("ip: host name '%s' is not a host name (letters, digits, '-' "
+				  "and '.', at most %d)", shown_name(s), NBD_HOSTNAME_MAX);
+	memcpy(ip->hostname, s, n + 1);
+	return 0;
+}
+
+static int ip_device(struct nbd_ipconf *ip, const char *s)
+{
+	size_t n = strlen(s);
+	if (n >= sizeof ip->device || strchr(s, '/') || !strcmp(s, ".") || !strcmp(s, ".."))
+		return fail_usage("ip: '%s' is not an interface name", shown_name(s));
+	memcpy(ip->device, s, n + 1);
+	return 0;
+}
+
+int nbd_parse_ip(struct nbd_ipconf *ip, const char *value)
+{
+	char copy[512], *f[10] = { 0 }, *p = copy;
+	unsigned n = 0;
+	int auto_;
+	bool has_mac = ip->has_mac;
+	uint8_t mac[6];
+	memcpy(mac, ip->mac, sizeof mac);
+	memset(ip, 0, sizeof *ip); /* the last ip= wins, as in the kernel */
+	ip->given = true;
+	ip->has_mac = has_mac;
+	memcpy(ip->mac, mac, sizeof mac);
+	if (strlen(value) >= sizeof copy)
+		return fail_usage("ip: the value is too long");
+	strcpy(copy, value);
+	for (; n < 10 && p; n++) {
+		f[n] = p;
+		p = strchr(p, ':');
+		if (p)
+			*p++ = 0;
+	}
+	if (p)
+		return fail_usage("ip: '%s' has more than 10 fields", shown_name(value));
+	if (n == 1) { /* ip=dhcp, ip=off, ... */
+		if ((auto_ = ip_autoconf(f[0])) < 0 || !*f[0])
+			return fail_usage("ip=%s is not off, none, on, any, dhcp, bootp or both, nor "
+					  "CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF", shown_name(value));
+		ip->off = !auto_;
+		ip->dhcp = auto_ == 1;
+		return 0;
+	}
+	if (n == 2) { /* ip=DEVICE:dhcp */
+		if (ip_device(ip, f[0]) || (auto_ = ip_autoconf(f[1])) < 0 || !*f[1])
+			return err.cls ? -1 : fail_usage("ip=%s: '%s' is not off, none, on, any, dhcp, "
+							 "bootp or both", shown_name(value), shown_name(f[1]));
+		ip->off = !auto_;
+		ip->dhcp = auto_ == 1;
+		return 0;
+	}
+	if (ip_field(f[0], &ip->addr, "client address") || ip_field(f[1], &ip->server, "server address") ||
+	    (n > 2 && ip_field(f[2], &ip->gateway, "gateway")) ||
+	    (n > 3 && ip_field(f[3], &ip->netmask, "netmask")) ||
+	    (n > 4 && *f[4] && ip_hostname(ip, f[4])) || (n > 5 && *f[5] && ip_device(ip, f[5])) ||
+	    (n > 7 && ip_field(f[7], &ip->dns[0], "first DNS server")) ||
+	    (n > 8 && ip_field(f[8], &ip->dns[1], "second DNS server")))
+		return -1;
+	auto_ = ip_autoconf(n > 6 ? f[6] : "");
+	if (auto_ < 0)
+		return fail_usage("ip: autoconf '%s' is not off, none, on, any, dhcp, bootp or both",
+				  shown_name(f[6]));
+	if (ip->netmask) {
+		uint32_t m = ntohl(ip->netmask);
+		if (m & (~m >> 1)) /* a one after a zero */
+			return fail_usage("ip: netmask %s is not contiguous", f[3]);
+	}
+	/* As the kernel: a client address given means no autoconfiguration
+	 * unless AUTOCONF asks for it explicitly. */
+	ip->dhcp = ip->addr ? (n > 6 && *f[6] && auto_ == 1) : auto_ == 1;
+	ip->off = !ip->addr && !auto_;
+	return 0;
+}
+
+int nbd_parse_bootif(struct nbd_ipconf *ip, const char *value)
+{
+	const char *p = value;
+	size_t len = strlen(value);
+	if (len == 20 && !strncmp(p, "01-", 3)) /* hardware type 1, Ethernet */
+		p += 3;
+	else if (len != 17)
+		return fail_usage("BOOTIF=%s is not 01-aa-bb-cc-dd-ee-ff", shown_name(value));
+	for (int i = 0; i < 6; i++, p += 3) {
+		static const char hex[] = "0123456789abcdef";
+		const char *hi = strchr(hex, p[0] | 0x20), *lo = strchr(hex, p[1] | 0x20);
+		if (!p[0] || !p[1] || !hi || !lo || (i < 5 && p[2] != '-' && p[2] != ':'))
+			return fail_usage("BOOTIF=%s is not 01-aa-bb-cc-dd-ee-ff", shown_name(value));
+		ip->mac[i] = (uint8_t)((hi - hex) << 4 | (lo - hex));
+	}
+	ip->has_mac = true;
+	return 0;
+}
+
+/* nbdboot.overlay=tmpfs or a tmpfs size (digits with k, m, g or %). */
+static int set_overlay(struct nbd_boot *b, const char *v)
+{
+	size_t n = strspn(v, DIGITS);
+	b->overlay = true;
+	if (!strcmp(v, "tmpfs"))
+		return 0;
+	if (!n || n >= sizeof b->overlay_size - 1 || (v[n] && (v[n + 1] || !strchr("kKmMgG%", v[n]))))
+		return fail_usage("nbdboot.overlay=%s is not tmpfs or a size (512m, 2g, 50%%)",
+				  shown_name(v));
+	memcpy(b->overlay_size, v, strlen(v) + 1);
+	return 0;
+}
+
+static int boot_word(struct nbd_boot *b, const char *w)
+{
+	const char *v = strchr(w, '=') ? strchr(w, '=') + 1 : NULL;
+	uint32_t secs;
+	if (!strcmp(w, "rw") || !strcmp(w, "ro"))
+		b->rw = w[1] == 'w';
+	else if (!strncmp(w, "ip=", 3))
+		return nbd_parse_ip(&b->ip, v);
+	else if (!strncmp(w, "BOOTIF=", 7))
+		return nbd_parse_bootif(&b->ip, v);
+	else if (!strncmp(w, "init=", 5)) {
+		if (v[0] != '/')
+			return fail_usage("init=%s is not an absolute path", shown_name(v));
+		return copy_str(b->init, sizeof b->init, v, "init");
+	} else if (!strncmp(w, "nbdboot.overlay=", 16))
+		return set_overlay(b, v);
+	else if (!strncmp(w, "nbdboot.wait=", 13))
+		return parse_u32(v, 0, NBD_WAIT_MAX, &b->wait_s, "nbdboot.wait");
+	else if (!strncmp(w, "nbdboot.panic=", 14)) {
+		if (parse_u32(v, 0, NBD_WAIT_MAX, &secs, "nbdboot.panic"))
+			return -1;
+		b->panic_s = (int)secs;
+	}
+	return 0;
+}
+
+int nbd_parse_boot(struct nbd_boot *b, const char *text)
+{
+	static char copy[8192];
+	char *s = copy, *w;
+	memset(b, 0, sizeof *b);
+	b->panic_s = NBD_PANIC_UNSET;
+	b->wait_s = NBD_WAIT_DEFAULT;
+	if (strlen(text) >= sizeof copy)
+		return fail_usage("kernel command line is longer than %zu bytes", sizeof copy - 1);
+	strcpy(copy, text);
+	while ((w = cmdline_word(&s))) {
+		if (!strcmp(w, "--"))
+			break; /* the rest is init's */
+		if (boot_word(b, w))
+			return -1;
+	}
 	return 0;
 }
 
@@ -4212,6 +4464,1303 @@ static int run_attach(const struct nbd_config *cfg)
 	return 0;
 }
 
+/* ==== /init: early ======================================================
+ * nbdboot as PID 1 of an initramfs that holds nothing else: the kernel's
+ * file systems, the console on fds 0-2, each message also on /dev/kmsg,
+ * and the one way out of a failure, since PID 1 must never exit: say what
+ * failed and what to do, wait nbdboot.panic= seconds (the kernel's panic=
+ * when not given), reboot.  Calls Formatting, Errors and Configuration.
+ */
+
+static struct initstate {
+	struct nbd_boot boot;
+	char cmdline[8192];
+	const char *step; /* what was being done: the fatal message names it */
+} init_st;
+
+static void init_mount(const char *type, const char *dir, const char *data)
+{
+	mkdir(dir, 0755);
+	if (mount(type, dir, type, MS_NOSUID | (strcmp(type, "devtmpfs") ? MS_NODEV : 0) |
+		  (strcmp(type, "proc") && strcmp(type, "sysfs") ? 0 : MS_NOEXEC), data) < 0 &&
+	    errno != EBUSY)
+		say("warning: unable to mount %s on %s: %s", type, dir, strerror(errno));
+}
+
+/* The console as fds 0-2 (the kernel opens it only when the initramfs has
+ * /dev/console), and /dev/kmsg for the copy of every message. */
+static void init_console(void)
+{
+	int fd = -1;
+	if (fcntl(0, F_GETFD) < 0 || fcntl(1, F_GETFD) < 0 || fcntl(2, F_GETFD) < 0) {
+		fd = open("/dev/console", O_RDWR | O_NOCTTY);
+		if (fd < 0)
+			fd = open("/dev/null", O_RDWR);
+		for (int i = 0; fd >= 0 && i < 3; i++)
+			if (fcntl(i, F_GETFD) < 0)
+				dup2(fd, i);
+		if (fd > 2)
+			close(fd);
+	}
+	output.kmsg = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+	output.console_level = 7;
+	fd = open("/proc/sys/kernel/printk", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		char b[8] = "";
+		if (read(fd, b, sizeof b - 1) > 0 && b[0] >= '0' && b[0] <= '9')
+			output.console_level = b[0] - '0' + (b[1] >= '0' && b[1] <= '9' ? 9 : 0);
+		close(fd);
+	}
+}
+
+static void init_early(void)
+{
+	init_mount("proc", "/proc", NULL);
+	init_mount("sysfs", "/sys", NULL);
+	init_mount("devtmpfs", "/dev", "mode=0755");
+	init_console();
+	init_mount("tmpfs", "/run", "mode=0755");
+}
+
+/* What the user can do about a failure of this class. */
+static const char *init_hint(void)
+{
+	switch (nbd_last_error_class()) {
+	case EXIT_USAGE:
+		return "correct the kernel command line (see nbdboot(8), BOOT AS /init)";
+	case EXIT_KERNEL:
+		return "the initramfs may lack a module: rebuild it with make initramfs MODULES=...";
+	}
+	return "check the network, the server and its export; nbdboot retried until "
+	       "nbdboot.wait= ran out";
+}
+
+/* The kernel's panic= (seconds; negative: at once; 0: never). */
+static int kernel_panic_s(void)
+{
+	char b[16] = "";
+	int fd = open("/proc/sys/kernel/panic", O_RDONLY | O_CLOEXEC), v = 0;
+	bool neg;
+	if (fd < 0)
+		return 0;
+	if (read(fd, b, sizeof b - 1) < 0)
+		b[0] = 0;
+	close(fd);
+	neg = b[0] == '-';
+	for (const char *p = b + neg; *p >= '0' && *p <= '9' && v < 1000000; p++)
+		v = v * 10 + (*p - '0');
+	return neg ? -v : v;
+}
+
+/* PID 1 must not exit: the reason, what to do, then reboot or wait. */
+__attribute__((noreturn))
+static void init_fatal(void)
+{
+	int s = init_st.boot.panic_s == NBD_PANIC_UNSET ? kernel_panic_s() : init_st.boot.panic_s;
+	output.level = 2;
+	say("fatal: unable to %s: %s", init_st.step, nbd_last_error());
+	say("%s", init_hint());
+	if (s == 0)
+		say("waiting for ever (nbdboot.panic=0, or the kernel's panic=0): reset the machine "
+		    "once that is done, or boot with nbdboot.panic=SECONDS to reboot by itself");
+	else if (s > 0)
+		say("rebooting in %d s (nbdboot.panic=)", s);
+	else
+		say("rebooting now (panic=%d)", s);
+	for (int64_t until = nbd_now_ms() + (int64_t)s * 1000; s != 0 && nbd_now_ms() < until;)
+		sleep_ms(until - nbd_now_ms());
+	sync();
+	if (s != 0)
+		reboot(RB_AUTOBOOT);
+	for (;;)
+		pause(); /* the documented exception to "every wait has a deadline" */
+}
+
+/* ==== /init: modules ====================================================
+ * Loads what the boot needs from the initramfs's /lib/modules/KVER, whose
+ * modules.dep, modules.alias and modules.softdep (depmod's, made by make
+ * initramfs for just the modules in it) say where each one is, what it
+ * needs first, and which aliases it answers to.  Loading follows them
+ * depth first (softdep "pre:" modules, then dependencies, then the module),
+ * with NAME.PARAM=VALUE words of the kernel command line as parameters.
+ * There is no modprobe for the kernel to call, so what the kernel would ask
+ * for later (crypto for kTLS and crc32c) is loaded here too.  The files are
+ * mapped while loading and unmapped before anything forks.  Calls Errors,
+ * Formatting and Configuration.
+ */
+
+static struct modules {
+	char dir[80];                    /* /lib/modules/KVER */
+	struct mapped { const char *p; size_t len; } dep, alias, softdep;
+	const char *line[NBD_MODULES_MAX]; /* each module's line of modules.dep */
+	size_t len[NBD_MODULES_MAX];
+	bool loaded[NBD_MODULES_MAX];
+	unsigned n, nloaded;
+} mods;
+
+static struct mapped map_file(const char *dir, const char *name)
+{
+	char path[128];
+	struct mapped m = { NULL, 0 };
+	struct stat st;
+	int fd;
+	fmt(path, sizeof path, "%s/%s", dir, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return m;
+	if (fstat(fd, &st) == 0 && st.st_size > 0 && st.st_size <= NBD_MODFILE_MAX) {
+		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (p != MAP_FAILED)
+			m = (struct mapped){ p, (size_t)st.st_size };
+	} else if (st.st_size > NBD_MODFILE_MAX) {
+		say("warning: %s is larger than %d bytes: not read (build the initramfs with just the "
+		    "modules it needs: make initramfs)", path, NBD_MODFILE_MAX);
+	}
+	close(fd);
+	return m;
+}
+
+/* The line at *p (up to '\n' or end); *p moves past it.  NULL at the end. */
+static const char *next_line(const char **p, const char *end, size_t *len)
+{
+	const char *l = *p, *nl;
+	if (l >= end)
+		return NULL;
+	nl = memchr(l, '\n', (size_t)(end - l));
+	*len = (size_t)((nl ? nl : end) - l);
+	*p = nl ? nl + 1 : end;
+	return l;
+}
+
+/* Module name of a path in modules.dep ("kernel/fs/ext4/ext4.ko" ->
+ * "ext4"), '-' as '_', into out; the path ends at ':', ' ' or len. */
+static void module_name(const char *path, size_t len, char *out, size_t outsz)
+{
+	const char *b = path, *e;
+	size_t n = 0;
+	for (size_t i = 0; i < len && path[i] != ':' && path[i] != ' '; i++)
+		if (path[i] == '/')
+			b = path + i + 1;
+	for (e = b; e < path + len && *e != '.' && *e != ':' && *e != ' '; e++)
+		if (n + 1 < outsz)
+			out[n++] = *e == '-' ? '_' : *e;
+	out[n] = 0;
+}
+
+static int modules_open(void)
+{
+	struct utsname u;
+	const char *p, *l, *end;
+	size_t len;
+	if (uname(&u) < 0)
+		return -1;
+	fmt(mods.dir, sizeof mods.dir, "/lib/modules/%s", u.release);
+	mods.dep = map_file(mods.dir, "modules.dep");
+	mods.alias = map_file(mods.dir, "modules.alias");
+	mods.softdep = map_file(mods.dir, "modules.softdep");
+	end = mods.dep.p + mods.dep.len;
+	for (p = mods.dep.p; mods.dep.p && (l = next_line(&p, end, &len));)
+		if (len && memchr(l, ':', len) && mods.n < NBD_MODULES_MAX) {
+			mods.len[mods.n] = len;
+			mods.line[mods.n++] = l;
+		}
+	trace("%u modules in %s", mods.n, mods.dir);
+	return (int)mods.n;
+}
+
+static void modules_close(void)
+{
+	struct mapped *m[] = { &mods.dep, &mods.alias, &mods.softdep };
+	for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+		if (m[i]->p)
+			munmap((void *)m[i]->p, m[i]->len);
+	mods.dep = mods.alias = mods.softdep = (struct mapped){ NULL, 0 };
+}
+
+/* The module's line index, by name or by path; -1 when not in the image. */
+static int module_find(const char *key, size_t klen, bool by_path)
+{
+	char name[64], want[64];
+	fmt(want, sizeof want, "%.*s", (int)klen, key);
+	for (char *c = want; !by_path && *c; c++)
+		*c = *c == '-' ? '_' : *c;
+	for (unsigned i = 0; i < mods.n; i++) {
+		const char *colon = memchr(mods.line[i], ':', mods.len[i]);
+		if (by_path) {
+			if ((size_t)(colon - mods.line[i]) == klen && !memcmp(mods.line[i], key, klen))
+				return (int)i;
+			continue;
+		}
+		module_name(mods.line[i], (size_t)(colon - mods.line[i]), name, sizeof name);
+		if (!strcmp(name, want))
+			return (int)i;
+	}
+	return -1;
+}
+
+/* NAME.PARAM=VALUE words of the kernel command line for module name. */
+static void module_params(const char *name, char *out, size_t size)
+{
+	size_t n = strlen(name), used = 0;
+	const char *w = init_st.cmdline;
+	out[0] = 0;
+	while (*w) {
+		size_t wl = strcspn(w, " \t\n"), i;
+		bool same = wl > n + 1 && w[n] == '.' && memchr(w, '=', wl);
+		for (i = 0; same && i < n; i++)
+			same = (w[i] == '-' ? '_' : w[i]) == name[i];
+		if (same && used + wl - n < size) {
+			fmt(out + used, size - used, "%s%.*s", used ? " " : "", (int)(wl - n - 1), w + n + 1);
+			used = strlen(out);
+		}
+		w += wl;
+		w += strspn(w, " \t\n");
+	}
+}
+
+static int module_load_line(unsigned i, unsigned depth);
+
+/* The [...] class at *p against c; *p moves past it.  Without its ']'
+ * the '[' is an ordinary character. */
+static bool glob_class(const char **p, char c)
+{
+	const char *q = *p + 1;
+	bool neg = *q == '!' || *q == '^', in = false;
+	q += neg;
+	for (bool first = true; *q && (first || *q != ']'); q++, first = false) {
+		if (q[1] == '-' && q[2] && q[2] != ']') {
+			in = in || (c >= q[0] && c <= q[2]);
+			q += 2;
+		} else {
+			in = in || c == *q;
+		}
+	}
+	if (!*q) {
+		(*p)++;
+		return c == '[';
+	}
+	*p = q + 1;
+	return in != neg;
+}
+
+/* fnmatch() for modules.alias patterns: '*', '?' and [...] (ranges, '!'
+ * or '^' to negate); no escapes, no locale.  Only the last '*' is ever
+ * backtracked to, which is enough for '*' and keeps the time linear in
+ * the name for each position of it. */
+static bool glob_match(const char *p, const char *s)
+{
+	const char *star = NULL, *again = NULL;
+	while (*s) {
+		const char *next = p + 1;
+		bool ok;
+		if (*p == '*') {
+			star = ++p;
+			again = s;
+			continue;
+		}
+		if (*p == '[')
+			next = p, ok = glob_class(&next, *s);
+		else
+			ok = *p && (*p == '?' || *p == *s);
+		if (ok) {
+			p = next;
+			s++;
+		} else if (star) {
+			p = star;
+			s = ++again;
+		} else {
+			return false;
+		}
+	}
+	while (*p == '*')
+		p++;
+	return !*p;
+}
+
+/* Load what name (a module name or an alias, fnmatch patterns of
+ * modules.alias) stands for.  How many modules it loaded. */
+static int module_load(const char *name, unsigned depth)
+{
+	const char *p = mods.alias.p, *end = p + mods.alias.len, *l;
+	size_t len;
+	int i = module_find(name, strlen(name), false), loaded = 0;
+	if (i >= 0 || depth > NBD_MODDEPTH_MAX)
+		return i >= 0 ? module_load_line((unsigned)i, depth) : 0;
+	while (p && (l = next_line(&p, end, &len))) {
+		char pat[256], target[64];
+		const char *sp;
+		if (len < 8 || len >= sizeof pat || memcmp(l, "alias ", 6))
+			continue;
+		fmt(pat, sizeof pat, "%.*s", (int)(len - 6), l + 6);
+		sp = strrchr(pat, ' ');
+		if (!sp)
+			continue;
+		fmt(target, sizeof target, "%s", sp + 1);
+		pat[sp - pat] = 0;
+		if (glob_match(pat, name) && (i = module_find(target, strlen(target), false)) >= 0)
+			loaded += module_load_line((unsigned)i, depth + 1);
+	}
+	return loaded;
+}
+
+/* softdep NAME pre: A B ... post: ...: the "pre:" ones, loaded first. */
+static int module_softdeps(const char *name, unsigned depth)
+{
+	const char *p = mods.softdep.p, *end = p + mods.softdep.len, *l;
+	size_t len, n = strlen(name);
+	int loaded = 0;
+	while (p && (l = next_line(&p, end, &len))) {
+		char line[256], *s, *w;
+		bool pre = false;
+		if (len >= sizeof line || len < 9 + n || memcmp(l, "softdep ", 8) ||
+		    memcmp(l + 8, name, n) || l[8 + n] != ' ')
+			continue;
+		fmt(line, sizeof line, "%.*s", (int)(len - 9 - n), l + 9 + n);
+		for (s = line; (w = cmdline_word(&s));)
+			if (!strcmp(w, "pre:") || !strcmp(w, "post:"))
+				pre = w[1] == 'r';
+			else if (pre)
+				loaded += module_load(w, depth + 1);
+	}
+	return loaded;
+}
+
+static int module_insert(const char *path, size_t plen, const char *name)
+{
+	char file[256], params[512];
+	int fd;
+	fmt(file, sizeof file, "%s/%.*s", mods.dir, (int)plen, path);
+	module_params(name, params, sizeof params);
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || (syscall(SYS_finit_module, fd, params, 0) < 0 && errno != EEXIST)) {
+		say("warning: unable to load module %s: %s", name, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return 0;
+	}
+	close(fd);
+	trace("module %s loaded%s%s", name, params[0] ? " with " : "", params);
+	return 1;
+}
+
+static int module_load_line(unsigned i, unsigned depth)
+{
+	const char *l = mods.line[i], *colon = memchr(l, ':', mods.len[i]), *eol = l + mods.len[i];
+	const char *deps[NBD_MODDEPTH_MAX * 4];
+	char name[64];
+	unsigned nd = 0;
+	int loaded = 0;
+	if (mods.loaded[i] || depth > NBD_MODDEPTH_MAX)
+		return 0;
+	mods.loaded[i] = true;
+	module_name(l, (size_t)(colon - l), name, sizeof name);
+	loaded += module_softdeps(name, depth);
+	for (const char *d = colon + 1; d < eol && nd < sizeof deps / sizeof deps[0];) {
+		while (d < eol && *d == ' ')
+			d++;
+		if (d < eol)
+			deps[nd++] = d;
+		while (d < eol && *d != ' ')
+			d++;
+	}
+	while (nd--) { /* modules.dep lists the deepest dependency last */
+		size_t dl = 0;
+		while (deps[nd] + dl < eol && deps[nd][dl] != ' ')
+			dl++;
+		int j = module_find(deps[nd], dl, true);
+		if (j >= 0)
+			loaded += module_load_line((unsigned)j, depth + 1);
+	}
+	loaded += module_insert(l, (size_t)(colon - l), name);
+	mods.nloaded += 1;
+	return loaded;
+}
+
+/* Each device's modalias under /sys/bus against the image's aliases, until
+ * a round loads nothing new (a bus driver such as virtio_pci brings the
+ * devices of the next round). */
+static void modules_coldplug(void)
+{
+	for (unsigned round = 0; round < NBD_COLDPLUG_ROUNDS; round++) {
+		int loaded = 0;
+		DIR *buses = opendir("/sys/bus");
+		struct dirent *b, *d;
+		while (buses && (b = readdir(buses))) {
+			char path[320];
+			DIR *devs;
+			if (b->d_name[0] == '.')
+				continue;
+			fmt(path, sizeof path, "/sys/bus/%s/devices", b->d_name);
+			devs = opendir(path);
+			while (devs && (d = readdir(devs))) {
+				char alias[256] = "";
+				int fd;
+				ssize_t n;
+				if (d->d_name[0] == '.')
+					continue;
+				fmt(path, sizeof path, "/sys/bus/%s/devices/%s/modalias", b->d_name, d->d_name);
+				fd = open(path, O_RDONLY | O_CLOEXEC);
+				n = fd < 0 ? -1 : read(fd, alias, sizeof alias - 1);
+				if (fd >= 0)
+					close(fd);
+				if (n <= 0)
+					continue;
+				alias[strcspn(alias, "\n")] = 0;
+				loaded += module_load(alias, 0);
+			}
+			if (devs)
+				closedir(devs);
+		}
+		if (buses)
+			closedir(buses);
+		if (!loaded)
+			break;
+	}
+}
+
+/* Every module whose path has /crypto/ (the ciphers kTLS and the
+ * filesystems ask the kernel for, which it cannot load with no modprobe). */
+static void modules_crypto(void)
+{
+	for (unsigned i = 0; i < mods.n; i++) {
+		const char *colon = memchr(mods.line[i], ':', mods.len[i]);
+		char path[256];
+		fmt(path, sizeof path, "%.*s", (int)(colon - mods.line[i]), mods.line[i]);
+		if (strstr(path, "/crypto/"))
+			module_load_line(i, 0);
+	}
+}
+
+/* Every filesystem module of the image (alias fs-NAME), for a root whose
+ * type is to be found by trying. */
+static void modules_filesystems(void)
+{
+	const char *p = mods.alias.p, *end = p + mods.alias.len, *l;
+	size_t len;
+	while (p && (l = next_line(&p, end, &len))) {
+		const char *sp;
+		if (len < 10 || memcmp(l, "alias fs-", 9) || !(sp = memchr(l + 9, ' ', len - 9)))
+			continue;
+		int i = module_find(sp + 1, (size_t)(l + len - sp - 1), false);
+		if (i >= 0)
+			module_load_line((unsigned)i, 0);
+	}
+}
+
+/* ==== /init: network ====================================================
+ * Brings up the interface ip= or BOOTIF= names (else the first one with a
+ * carrier), waits for its carrier, and configures it: statically from ip=,
+ * or from its own DHCP client (DISCOVER, OFFER, REQUEST, ACK on a packet
+ * socket, retransmitted with jittered doubling until nbdboot.wait= runs
+ * out).  Addresses and routes go through rtnetlink.  The DHCP root-path
+ * and server become ROOTPATH and ROOTSERVER, which root=dhcp and
+ * nbdroot=dhcp read.  Calls Connection (the clock, poll_until), Negotiation
+ * (jitter), Kernel (netlink helpers) and Errors.
+ */
+
+static struct nic {
+	int rt;            /* rtnetlink requests */
+	char name[16];     /* the interface used */
+	int index;
+	uint8_t mac[6];
+	char seen[128];    /* the interfaces there were, for messages */
+	char upped[NBD_IFACES_MAX][16]; /* brought up already */
+	unsigned nup;
+	struct nbd_lease lease;
+} nic = { .rt = -1 };
+
+/* ---- DHCP messages (pure functions: unit tests and the fuzzer call them) -- */
+
+static uint16_t ip_checksum(const uint8_t *p, size_t n)
+{
+	uint32_t sum = 0;
+	for (size_t i = 0; i + 1 < n; i += 2)
+		sum += (uint32_t)(p[i] << 8 | p[i + 1]);
+	if (n & 1)
+		sum += (uint32_t)p[n - 1] << 8;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+static size_t dhcp_opt(uint8_t *o, size_t at, uint8_t code, const void *v, size_t len)
+{
+	o[at] = code;
+	o[at + 1] = (uint8_t)len;
+	memcpy(o + at + 2, v, len);
+	return at + 2 + len;
+}
+
+size_t nbd_dhcp_build(uint8_t *buf, size_t size, uint32_t xid, const uint8_t mac[6], uint16_t secs,
+		      const struct nbd_lease *offer, const char *hostname)
+{
+	static const uint8_t want[] = { DHCP_OPT_NETMASK, DHCP_OPT_ROUTER, DHCP_OPT_DNS,
+		DHCP_OPT_HOSTNAME, DHCP_OPT_DOMAIN, DHCP_OPT_ROOT_PATH, DHCP_OPT_LEASE, DHCP_OPT_SERVER_ID };
+	uint8_t o[128], type = offer ? DHCP_REQUEST : DHCP_DISCOVER, cid[7] = { 1 };
+	uint8_t maxsz[2] = { DHCP_PACKET_MAX >> 8, DHCP_PACKET_MAX & 0xff };
+	struct bootp_msg b = { .op = BOOTP_REQUEST, .htype = 1, .hlen = 6, .xid = xid };
+	size_t n = 0, dlen, total, hl = hostname ? strlen(hostname) : 0;
+	memcpy(cid + 1, mac, 6);
+	n = dhcp_opt(o, n, DHCP_OPT_TYPE, &type, 1);
+	n = dhcp_opt(o, n, DHCP_OPT_CLIENT_ID, cid, sizeof cid);
+	n = dhcp_opt(o, n, DHCP_OPT_MAX_SIZE, maxsz, 2);
+	n = dhcp_opt(o, n, DHCP_OPT_PARAMS, want, sizeof want);
+	if (offer) {
+		n = dhcp_opt(o, n, DHCP_OPT_REQUESTED_IP, &offer->addr, 4);
+		n = dhcp_opt(o, n, DHCP_OPT_SERVER_ID, &offer->server_id, 4);
+	}
+	if (hl && hl <= NBD_HOSTNAME_MAX)
+		n = dhcp_opt(o, n, DHCP_OPT_HOSTNAME, hostname, hl);
+	o[n++] = DHCP_OPT_END;
+	dlen = sizeof b + n < DHCP_MIN_LEN ? DHCP_MIN_LEN : sizeof b + n;
+	total = IPV4_HDR_LEN + UDP_HDR_LEN + dlen;
+	if (total > size)
+		return 0;
+	memset(buf, 0, total);
+	b.secs = htons(secs);
+	b.flags = htons(BOOTP_BROADCAST); /* no address yet: answer to everyone */
+	memcpy(b.chaddr, mac, 6);
+	b.magic = htonl(DHCP_MAGIC_COOKIE);
+	buf[0] = 0x45;
+	buf[2] = (uint8_t)(total >> 8), buf[3] = (uint8_t)total;
+	buf[8] = 64, buf[9] = IPPROTO_UDP;
+	memset(buf + 16, 0xff, 4); /* from 0.0.0.0 to 255.255.255.255 */
+	uint16_t sum = ip_checksum(buf, IPV4_HDR_LEN);
+	buf[10] = (uint8_t)(sum >> 8), buf[11] = (uint8_t)sum;
+	uint8_t *u = buf + IPV4_HDR_LEN;
+	u[1] = DHCP_CLIENT_PORT, u[3] = DHCP_SERVER_PORT;
+	u[4] = (uint8_t)((UDP_HDR_LEN + dlen) >> 8), u[5] = (uint8_t)(UDP_HDR_LEN + dlen);
+	memcpy(u + UDP_HDR_LEN, &b, sizeof b);
+	memcpy(u + UDP_HDR_LEN + sizeof b, o, n);
+	return total;
+}
+
+/* Host and domain names: letters, digits, '-' and '.'; else left out. */
+static void dhcp_name(char *out, const uint8_t *v, size_t len)
+{
+	while (len && !v[len - 1])
+		len--;
+	if (!len || len > NBD_HOSTNAME_MAX)
+		return;
+	for (size_t i = 0; i < len; i++)
+		if (!strchr(DIGITS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-.", v[i]) || !v[i])
+			return;
+	memcpy(out, v, len);
+	out[len] = 0;
+}
+
+static const char *dhcp_root_path(struct nbd_lease *l, const uint8_t *v, size_t len)
+{
+	while (len && !v[len - 1]) /* some servers count the NUL */
+		len--;
+	if (!len || len > NBD_ROOTPATH_MAX)
+		return "a root-path (option 17) that is empty or too long";
+	for (size_t i = 0; i < len; i++)
+		if (v[i] <= ' ' || v[i] >= 0x7f)
+			return "a root-path (option 17) with spaces or unprintable bytes";
+	memcpy(l->root_path, v, len);
+	l->root_path[len] = 0;
+	return NULL;
+}
+
+/* One walk over an options area; *overload only from the main one. */
+static const char *dhcp_options(const uint8_t *p, size_t n, struct nbd_lease *l, uint8_t *overload)
+{
+	for (size_t i = 0; i < n;) {
+		uint8_t code = p[i++], len;
+		const uint8_t *v;
+		if (code == DHCP_OPT_PAD)
+			continue;
+		if (code == DHCP_OPT_END)
+			return NULL;
+		if (i >= n || p[i] > n - i - 1)
+			return "an option runs past the end of the message";
+		len = p[i++];
+		v = p + i;
+		i += len;
+		if ((code == DHCP_OPT_NETMASK || code == DHCP_OPT_LEASE || code == DHCP_OPT_SERVER_ID) && len != 4)
+			return "an option of the wrong length (netmask, lease time or server)";
+		if ((code == DHCP_OPT_ROUTER || code == DHCP_OPT_DNS) && (len < 4 || len % 4))
+			return "a router or DNS option that is not a list of addresses";
+		if ((code == DHCP_OPT_TYPE || code == DHCP_OPT_OVERLOAD) && len != 1)
+			return "a message type or overload option of the wrong length";
+		switch (code) {
+		case DHCP_OPT_TYPE: l->type = v[0]; break;
+		case DHCP_OPT_OVERLOAD: if (overload) *overload = v[0]; break;
+		case DHCP_OPT_NETMASK: memcpy(&l->netmask, v, 4); break;
+		case DHCP_OPT_SERVER_ID: memcpy(&l->server_id, v, 4); break;
+		case DHCP_OPT_ROUTER: memcpy(&l->router, v, 4); break;
+		case DHCP_OPT_LEASE:
+			l->lease_s = (uint32_t)v[0] << 24 | (uint32_t)v[1] << 16 | (uint32_t)v[2] << 8 | v[3];
+			break;
+		case DHCP_OPT_DNS:
+			for (l->ndns = 0; l->ndns < NBD_DNS_MAX && l->ndns * 4 < len; l->ndns++)
+				memcpy(&l->dns[l->ndns], v + 4 * l->ndns, 4);
+			break;
+		case DHCP_OPT_HOSTNAME: dhcp_name(l->hostname, v, len); break;
+		case DHCP_OPT_DOMAIN: dhcp_name(l->domain, v, len); break;
+		case DHCP_OPT_ROOT_PATH: {
+			const char *why = dhcp_root_path(l, v, len);
+			if (why)
+				return why;
+			break;
+		}
+		}
+	}
+	return NULL;
+}
+
+/* The classful netmask the kernel's ipconfig assumes when none is given. */
+static uint32_t classful_mask(uint32_t addr)
+{
+	uint8_t a = ((const uint8_t *)&addr)[0];
+	return htonl(a < 128 ? 0xff000000u : a < 192 ? 0xffff0000u : 0xffffff00u);
+}
+
+static bool usable_addr(uint32_t a)
+{
+	uint8_t first = ((const uint8_t *)&a)[0];
+	return a && a != 0xffffffffu && first != 0 && first != 127 && first < 224;
+}
+
+/* The UDP payload of a packet to the DHCP client port, or NULL. */
+static const uint8_t *udp_to_client(const uint8_t *pkt, size_t len, size_t *dlen, const char **why)
+{
+	size_t ihl, tot, ulen;
+	if (len < IPV4_HDR_LEN || pkt[0] >> 4 != 4)
+		return *why = "not an IPv4 packet", NULL;
+	ihl = (pkt[0] & 15u) * 4u;
+	tot = (size_t)(pkt[2] << 8 | pkt[3]);
+	if (ihl < IPV4_HDR_LEN || tot < ihl + UDP_HDR_LEN || tot > len)
+		return *why = "an IPv4 packet with bad lengths", NULL;
+	if (pkt[9] != IPPROTO_UDP || (pkt[6] & 0x3f) || pkt[7])
+		return *why = "not a whole UDP datagram", NULL;
+	pkt += ihl;
+	ulen = (size_t)(pkt[4] << 8 | pkt[5]);
+	if ((pkt[2] << 8 | pkt[3]) != DHCP_CLIENT_PORT)
+		return *why = "not for the DHCP client port", NULL;
+	if (ulen < UDP_HDR_LEN || ulen > tot - ihl)
+		return *why = "a UDP datagram with a bad length", NULL;
+	*dlen = ulen - UDP_HDR_LEN;
+	return pkt + UDP_HDR_LEN;
+}
+
+const char *nbd_dhcp_parse(const uint8_t *pkt, size_t len, uint32_t xid, const uint8_t mac[6],
+			   struct nbd_lease *l)
+{
+	struct bootp_msg b;
+	const char *why = NULL;
+	size_t dlen;
+	uint8_t overload = 0;
+	const uint8_t *d = udp_to_client(pkt, len, &dlen, &why);
+	memset(l, 0, sizeof *l);
+	if (!d)
+		return why;
+	if (dlen < sizeof b)
+		return "shorter than a BOOTP message";
+	memcpy(&b, d, sizeof b);
+	if (b.op != BOOTP_REPLY || b.htype != 1 || b.hlen != 6 || b.xid != xid || memcmp(b.chaddr, mac, 6))
+		return "not a reply to this client's request";
+	if (ntohl(b.magic) != DHCP_MAGIC_COOKIE)
+		return "a BOOTP reply without DHCP's magic cookie";
+	why = dhcp_options(d + sizeof b, dlen - sizeof b, l, &overload);
+	if (!why && (overload & 1))
+		why = dhcp_options(d + offsetof(struct bootp_msg, file), sizeof b.file, l, NULL);
+	if (!why && (overload & 2))
+		why = dhcp_options(d + offsetof(struct bootp_msg, sname), sizeof b.sname, l, NULL);
+	if (why || l->type == DHCP_NAK)
+		return why;
+	if (l->type != DHCP_OFFER && l->type != DHCP_ACK)
+		return "neither an offer, an acknowledgement nor a refusal";
+	l->addr = b.yiaddr;
+	l->siaddr = b.siaddr;
+	if (!usable_addr(l->addr))
+		return "an offer of an address no host can have";
+	if (!l->server_id)
+		return "a reply with no server identifier (option 54)";
+	if (l->netmask && (ntohl(l->netmask) & (~ntohl(l->netmask) >> 1)))
+		return "a netmask that is not contiguous";
+	if (!l->netmask)
+		l->netmask = classful_mask(l->addr);
+	return NULL;
+}
+
+/* ---- Interfaces and rtnetlink ------------------------------------------------ */
+
+/* A small sysfs file into buf, without its newline; its length or -1. */
+static ssize_t read_small(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, size - 1);
+	if (fd >= 0)
+		close(fd);
+	if (n < 0)
+		return -1;
+	buf[n] = 0;
+	buf[strcspn(buf, "\n")] = 0;
+	return (ssize_t)strlen(buf);
+}
+
+static bool iface_attr(const char *name, const char *attr, char *buf, size_t size)
+{
+	char path[96];
+	fmt(path, sizeof path, "/sys/class/net/%s/%s", name, attr);
+	return read_small(path, buf, size) > 0;
+}
+
+static bool iface_mac(const char *name, uint8_t mac[6])
+{
+	char a[32];
+	struct nbd_ipconf tmp;
+	if (!iface_attr(name, "address", a, sizeof a))
+		return false;
+	if (nbd_parse_bootif(&tmp, a)) {
+		nbd_error_clear();
+		return false;
+	}
+	memcpy(mac, tmp.mac, 6);
+	return true;
+}
+
+static int iface_index(const char *name)
+{
+	char idx[16];
+	uint64_t index = 0;
+	if (iface_attr(name, "ifindex", idx, sizeof idx))
+		scan_decimal(idx, &index);
+	return index <= INT_MAX ? (int)index : 0;
+}
+
+/* Ethernet interfaces (type 1), in directory order; how many. */
+static unsigned iface_list(char names[][16], unsigned max)
+{
+	DIR *d = opendir("/sys/class/net");
+	struct dirent *e;
+	unsigned n = 0;
+	while (d && (e = readdir(d)) && n < max) {
+		char type[8];
+		if (e->d_name[0] == '.' || strlen(e->d_name) >= 16 || !iface_attr(e->d_name, "type", type, sizeof type) ||
+		    strcmp(type, "1"))
+			continue;
+		memcpy(names[n++], e->d_name, strlen(e->d_name) + 1);
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static bool iface_wanted(const struct nbd_ipconf *ip, const char *name)
+{
+	uint8_t mac[6];
+	if (ip->device[0])
+		return !strcmp(ip->device, name);
+	return !ip->has_mac || (iface_mac(name, mac) && !memcmp(mac, ip->mac, 6));
+}
+
+static void rt_start(struct nlmsg *m, uint16_t type, uint16_t flags, const void *fixed, size_t len)
+{
+	struct nl_hdr h = { .type = type, .flags = NLM_F_REQUEST_FLAG | NLM_F_ACK_FLAG | flags, .seq = 1 };
+	memset(m, 0, sizeof *m);
+	memcpy(m->buf, &h, sizeof h);
+	memcpy(m->buf + sizeof h, fixed, len);
+	m->len = sizeof h + NL_ALIGN(len);
+}
+
+static int ignore_visit(uint8_t cmd, const uint8_t *attrs, size_t len, void *arg)
+{
+	(void)cmd, (void)attrs, (void)len, (void)arg;
+	return 0;
+}
+
+/* Send m on the rtnetlink socket and wait for its ACK: 0 or -errno. */
+static int rt_talk(struct nlmsg *m)
+{
+	int r;
+	if (nic.rt < 0 && (nic.rt = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE_PROTO)) < 0)
+		return -errno;
+	r = nl_send(nic.rt, m);
+	return r ? r : nl_recv_with(nic.rt, nbd_now_ms() + NBD_KERNEL_WAIT_MS, ignore_visit, NULL);
+}
+
+static int link_up(int index)
+{
+	static struct nlmsg m;
+	struct ifinfo_msg i = { .index = index, .flags = IFF_UP, .change = IFF_UP };
+	rt_start(&m, RTM_NEWLINK_TYPE, 0, &i, sizeof i);
+	return rt_talk(&m);
+}
+
+static unsigned prefix_len(uint32_t mask)
+{
+	unsigned n = 0;
+	for (uint32_t m = ntohl(mask); m & 0x80000000u; m <<= 1)
+		n++;
+	return n;
+}
+
+static int addr_add(int index, uint32_t addr, uint32_t mask)
+{
+	static struct nlmsg m;
+	struct ifaddr_msg a = { .family = AF_INET, .prefixlen = (uint8_t)prefix_len(mask), .index = (uint32_t)index };
+	uint32_t bcast = addr | ~mask;
+	rt_start(&m, RTM_NEWADDR_TYPE, NLM_F_CREATE_FLAG | NLM_F_REPLACE_FLAG, &a, sizeof a);
+	nl_u32(&m, IFA_LOCAL_ATTR, addr);
+	nl_u32(&m, IFA_ADDRESS_ATTR, addr);
+	nl_u32(&m, IFA_BROADCAST_ATTR, bcast);
+	return rt_talk(&m);
+}
+
+/* The default route through gw; on-link even outside the subnet. */
+static int route_add(int index, uint32_t gw, bool onlink)
+{
+	static struct nlmsg m;
+	struct route_msg r = { .family = AF_INET, .table = RT_TABLE_MAIN_ID, .protocol = RTPROT_BOOT_ID,
+			       .type = RTN_UNICAST_TYPE, .flags = onlink ? RTNH_F_ONLINK_FLAG : 0 };
+	rt_start(&m, RTM_NEWROUTE_TYPE, NLM_F_CREATE_FLAG | NLM_F_REPLACE_FLAG, &r, sizeof r);
+	nl_u32(&m, RTA_GATEWAY_ATTR, gw);
+	nl_u32(&m, RTA_OIF_ATTR, (uint32_t)index);
+	return rt_talk(&m);
+}
+
+/* ---- The link: up, carrier ---------------------------------------------------- */
+
+/* Every wanted interface up (once each); the first that is ready (carrier,
+ * and its queue running: operstate up) becomes nic.name.  1 when one is,
+ * 0 when none yet; n and wanted count what there is, for messages. */
+static int links_up(const struct nbd_ipconf *ip, unsigned *n, unsigned *wanted)
+{
+	char names[NBD_IFACES_MAX][16];
+	*n = iface_list(names, NBD_IFACES_MAX);
+	*wanted = 0;
+	nic.seen[0] = 0;
+	for (unsigned i = 0; i < *n; i++) {
+		char carrier[4] = "", oper[16] = "";
+		bool up = false;
+		fmt(nic.seen + strlen(nic.seen), sizeof nic.seen - strlen(nic.seen), "%s%s", i ? ", " : "", names[i]);
+		if (!iface_wanted(ip, names[i]))
+			continue;
+		++*wanted;
+		for (unsigned j = 0; j < nic.nup; j++)
+			up = up || !strcmp(nic.upped[j], names[i]);
+		if (!up && nic.nup < NBD_IFACES_MAX) {
+			int r = link_up(iface_index(names[i]));
+			if (r < 0)
+				say("warning: unable to bring %s up: %s", names[i], strerror(-r));
+			trace("%s brought up", names[i]);
+			memcpy(nic.upped[nic.nup++], names[i], 16);
+		}
+		/* carrier alone is not enough: until the link watcher starts the
+		 * queue (up to a second later) packets are dropped */
+		if (iface_attr(names[i], "carrier", carrier, sizeof carrier) && !strcmp(carrier, "1") &&
+		    iface_attr(names[i], "operstate", oper, sizeof oper) &&
+		    (!strcmp(oper, "up") || !strcmp(oper, "unknown"))) {
+			memcpy(nic.name, names[i], 16);
+			nic.index = iface_index(names[i]);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* links_up() until one is ready or the deadline; link events wake it,
+ * and it looks every NBD_LINK_POLL_MS besides. */
+static int link_wait(const struct nbd_ipconf *ip, int64_t deadline, unsigned wait_s)
+{
+	unsigned n = 0, wanted = 0;
+	int ev = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE_PROTO), group = RTMGRP_LINK_GROUP;
+	if (ev >= 0 && setsockopt(ev, SOL_NETLINK_LEVEL, NETLINK_ADD_MEMBERSHIP_OPT, &group, sizeof group) < 0) {
+		close(ev);
+		ev = -1;
+	}
+	for (;;) {
+		int64_t left;
+		if (links_up(ip, &n, &wanted)) {
+			if (ev >= 0)
+				close(ev);
+			trace("%s is ready", nic.name);
+			return iface_mac(nic.name, nic.mac) ? 0 : fail_kernel("%s has no Ethernet address", nic.name);
+		}
+		left = deadline - nbd_now_ms();
+		if (left <= 0)
+			break;
+		if (left > NBD_LINK_POLL_MS)
+			left = NBD_LINK_POLL_MS;
+		if (ev >= 0 && poll_until(ev, POLLIN, nbd_now_ms() + left) == 0) {
+			char drain[4096];
+			while (recv(ev, drain, sizeof drain, MSG_DONTWAIT) > 0)
+				;
+		} else if (ev < 0) {
+			sleep_ms(left);
+		}
+	}
+	if (ev >= 0)
+		close(ev);
+	if (!n)
+		return fail_kernel("no network interface appeared in %u s: the initramfs has no driver for "
+				   "this machine's network card (add it: make initramfs MODULES=...)", wait_s);
+	if (!wanted)
+		return fail_usage("no interface %s%s here (this machine has %s)",
+				  ip->device[0] ? ip->device : "with the MAC address of ",
+				  ip->device[0] ? " as ip= asks" : "BOOTIF=", nic.seen);
+	return fail_retry("no carrier on %s after %u s: check the cable, the switch port or the "
+			  "virtual machine's link", nic.seen, wait_s);
+}
+
+/* ---- DHCP exchange ------------------------------------------------------------- */
+
+struct dhcp_run {
+	int fd;
+	uint32_t xid;
+	int64_t started;
+	const char *hostname;
+	const char *rejected; /* why the last reply to us was unusable */
+};
+
+static int dhcp_send(struct dhcp_run *d, const struct nbd_lease *offer)
+{
+	static uint8_t pkt[DHCP_PACKET_MAX];
+	struct sockaddr_ll to = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP),
+				  .sll_ifindex = nic.index, .sll_halen = 6 };
+	int64_t secs = (nbd_now_ms() - d->started) / 1000;
+	size_t n = nbd_dhcp_build(pkt, sizeof pkt, d->xid, nic.mac, (uint16_t)(secs > 65535 ? 65535 : secs),
+				  offer, d->hostname);
+	memset(to.sll_addr, 0xff, 6);
+	if (sendto(d->fd, pkt, n, 0, (struct sockaddr *)&to, sizeof to) < 0)
+		return fail_retry("unable to send a DHCP request on %s: %s", nic.name, strerror(errno));
+	trace("DHCP %s sent on %s", offer ? "REQUEST" : "DISCOVER", nic.name);
+	return 0;
+}
+
+/* A reply of one of the wanted types before until: 1 with it in l, 0 at
+ * until, -1 on a socket error. */
+static int dhcp_wait(struct dhcp_run *d, int64_t until, struct nbd_lease *l, uint8_t want1, uint8_t want2)
+{
+	static uint8_t pkt[DHCP_PACKET_MAX + 64];
+	for (;;) {
+		struct sockaddr_ll from;
+		socklen_t fl = sizeof from;
+		ssize_t n;
+		const char *why;
+		if (poll_until(d->fd, POLLIN, until) < 0)
+			return errno == ETIMEDOUT ? 0 : fail_retry("DHCP on %s: %s", nic.name, strerror(errno));
+		n = recvfrom(d->fd, pkt, sizeof pkt, MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
+		if (n < 0 || from.sll_pkttype == PACKET_OUTGOING)
+			continue;
+		why = nbd_dhcp_parse(pkt, (size_t)n, d->xid, nic.mac, l);
+		if (!why && (l->type == want1 || l->type == want2))
+			return 1;
+		if (why && strncmp(why, "not ", 4))
+			d->rejected = why; /* it was for us but unusable: worth telling */
+	}
+}
+
+/* DISCOVER until an OFFER, REQUEST it until an ACK; a NAK starts over.
+ * Waits double from NBD_DHCP_FIRST_MS to NBD_DHCP_MAX_MS, +-25%. */
+static int dhcp_run(const struct nbd_boot *b, int64_t deadline, struct nbd_lease *ack)
+{
+	struct dhcp_run d = { .hostname = b->ip.hostname };
+	struct sockaddr_ll me = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP), .sll_ifindex = nic.index };
+	struct nbd_lease offer = { 0 };
+	int64_t wait = NBD_DHCP_FIRST_MS;
+	bool have_offer = false;
+	unsigned tries = 0;
+	d.fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(ETH_P_IP));
+	if (d.fd < 0 || bind(d.fd, (struct sockaddr *)&me, sizeof me) < 0)
+		return fail_kernel("unable to open a packet socket on %s for DHCP: %s", nic.name, strerror(errno));
+	d.xid = (uint32_t)jitter_random();
+	d.started = nbd_now_ms();
+	while (nbd_now_ms() < deadline) {
+		int64_t until = nbd_now_ms() + wait * 3 / 4 + (int64_t)(jitter_random() % (uint64_t)(wait / 2 + 1));
+		int r;
+		if (until > deadline)
+			until = deadline;
+		if (dhcp_send(&d, have_offer ? &offer : NULL) < 0)
+			break;
+		r = have_offer ? dhcp_wait(&d, until, ack, DHCP_ACK, DHCP_NAK)
+			       : dhcp_wait(&d, until, &offer, DHCP_OFFER, DHCP_OFFER);
+		if (r < 0)
+			break;
+		if (r && !have_offer) {
+			have_offer = true, tries = 0, wait = NBD_DHCP_FIRST_MS;
+			continue;
+		}
+		if (r && ack->type == DHCP_ACK) {
+			close(d.fd);
+			ack->addr = ack->addr ? ack->addr : offer.addr;
+			return 0;
+		}
+		if (r || ++tries >= 4) /* refused, or the offer went stale: start over */
+			have_offer = false, tries = 0;
+		wait = wait * 2 > NBD_DHCP_MAX_MS ? NBD_DHCP_MAX_MS : wait * 2;
+	}
+	close(d.fd);
+	if (err.cls)
+		return -1;
+	if (d.rejected)
+		return fail_retry("DHCP on %s: the replies were unusable (%s)", nic.name, d.rejected);
+	return fail_retry("no DHCP answer on %s in %u s: is a DHCP server on this network? "
+			  "(or give the address: ip=CLIENT::GATEWAY:NETMASK::%s:off)", nic.name,
+			  (unsigned)((nbd_now_ms() - d.started + 500) / 1000), nic.name);
+}
+
+/* ---- Configuring it ------------------------------------------------------------ */
+
+static const char *ntoa(uint32_t a)
+{
+	static char buf[4][16];
+	static unsigned next;
+	const uint8_t *b = (const uint8_t *)&a;
+	char *out = buf[next++ % 4];
+	fmt(out, sizeof buf[0], "%u.%u.%u.%u", b[0], b[1], b[2], b[3]);
+	return out;
+}
+
+static void write_resolv(const uint32_t *dns, unsigned n, const char *domain)
+{
+	char text[256] = "";
+	int fd;
+	for (unsigned i = 0; i < n; i++)
+		if (dns[i])
+			fmt(text + strlen(text), sizeof text - strlen(text), "nameserver %s\n", ntoa(dns[i]));
+	if (!text[0])
+		return;
+	if (domain && *domain)
+		fmt(text + strlen(text), sizeof text - strlen(text), "search %s\n", domain);
+	mkdir("/etc", 0755);
+	fd = open("/etc/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0 || write_whole(fd, text, strlen(text)))
+		say("warning: unable to write /etc/resolv.conf: host names may not resolve");
+	if (fd >= 0)
+		close(fd);
+}
+
+static int net_configure(uint32_t addr, uint32_t mask, uint32_t gw)
+{
+	int r = addr_add(nic.index, addr, mask);
+	if (r < 0)
+		return fail_kernel("unable to give %s its address: %s", nic.name, strerror(-r));
+	if (gw && (r = route_add(nic.index, gw, (gw & mask) != (addr & mask))) < 0)
+		return fail_kernel("unable to add the default route on %s: %s", nic.name, strerror(-r));
+	return 0;
+}
+
+/* The network as the command line asks: 0, or -1 with the reason kept. */
+static int net_up(const struct nbd_boot *b, unsigned wait_s)
+{
+	const struct nbd_ipconf *ip = &b->ip;
+	struct nbd_lease *l = &nic.lease;
+	int64_t deadline = deadline_after(wait_s);
+	link_up(1); /* lo: the booted system expects it, nbdboot does not need it */
+	if (link_wait(ip, deadline, wait_s))
+		return -1;
+	if (!ip->dhcp && ip->addr) {
+		uint32_t mask = ip->netmask ? ip->netmask : classful_mask(ip->addr);
+		if (net_configure(ip->addr, mask, ip->gateway))
+			return -1;
+		write_resolv(ip->dns, 2, NULL);
+		if (ip->hostname[0])
+			sethostname(ip->hostname, strlen(ip->hostname));
+		say("network: %s is %s/%u%s%s (ip=)", nic.name, ntoa(ip->addr), prefix_len(mask),
+		    ip->gateway ? ", gateway " : "", ip->gateway ? ntoa(ip->gateway) : "");
+		if (ip->server)
+			fmt(boot_env.rootserver, sizeof boot_env.rootserver, "%s", ntoa(ip->server));
+		return 0;
+	}
+	if (dhcp_run(b, deadline, l) || net_configure(l->addr, l->netmask, l->router))
+		return -1;
+	write_resolv(ip->dns[0] ? ip->dns : l->dns, ip->dns[0] ? 2 : l->ndns, l->domain);
+	if (ip->hostname[0] || l->hostname[0])
+		sethostname(ip->hostname[0] ? ip->hostname : l->hostname,
+			    strlen(ip->hostname[0] ? ip->hostname : l->hostname));
+	fmt(boot_env.rootpath, sizeof boot_env.rootpath, "%s", l->root_path);
+	fmt(boot_env.rootserver, sizeof boot_env.rootserver, "%s", ntoa(l->siaddr ? l->siaddr : l->server_id));
+	say("network: %s is %s/%u%s%s (DHCP from %s, lease %u s%s%s)", nic.name, ntoa(l->addr),
+	    prefix_len(l->netmask), l->router ? ", gateway " : "", l->router ? ntoa(l->router) : "",
+	    ntoa(l->server_id), l->lease_s, l->root_path[0] ? ", root-path " : "", l->root_path);
+	return 0;
+}
+
+/* ==== /init: root =======================================================
+ * After the attach: the root mounted at NBD_INIT_NEWROOT (rootfstype=, or
+ * each filesystem the kernel knows until one fits; rootflags=; ro unless
+ * rw), or with nbdboot.overlay a tmpfs overlay over the export mounted
+ * read-only; /dev, /proc, /sys and /run moved into it; the initramfs's
+ * files deleted (its memory freed); then switch_root and exec of init= or
+ * the kernel's usual inits, with the arguments the kernel gave /init.
+ * Calls everything above.
+ */
+
+/* Mount dev at dir as one of the comma-separated types (or, when types
+ * is empty, each block filesystem in /proc/filesystems): 0 or -1. */
+static int mount_root_fs(const char *dev, const char *dir, const char *types, unsigned long flags,
+			 const char *data)
+{
+	static char list[1024];
+	char tried[256] = "";
+	int fd, e = 0;
+	ssize_t n = 0;
+	if (!*types) {
+		fd = open("/proc/filesystems", O_RDONLY | O_CLOEXEC);
+		n = fd < 0 ? -1 : read(fd, list, sizeof list - 1);
+		if (fd >= 0)
+			close(fd);
+		list[n > 0 ? n : 0] = 0;
+	} else {
+		fmt(list, sizeof list, "%s", types);
+	}
+	for (char *s = list, *w; (w = strsep(&s, *types ? "," : "\n"));) {
+		if (!*types && (!strncmp(w, "nodev", 5) || !*w))
+			continue;
+		w += strspn(w, "\t");
+		if (!*w)
+			continue;
+		if (mount(dev, dir, w, flags, data) == 0)
+			return 0;
+		if ((errno == EACCES || errno == EROFS) && !(flags & MS_RDONLY)) {
+			say("warning: %s is read-only: mounting it read-only", dev);
+			flags |= MS_RDONLY;
+			if (mount(dev, dir, w, flags, data) == 0)
+				return 0;
+		}
+		if (errno != EINVAL && errno != ENODEV && errno != ENOTBLK && errno != EBUSY)
+			return fail_kernel("unable to mount %s (%s) on %s: %s", dev, w, dir, strerror(errno));
+		e = e ? e : errno;
+		fmt(tried + strlen(tried), sizeof tried - strlen(tried), "%s%s", tried[0] ? ", " : "", w);
+	}
+	return fail_kernel("no filesystem on %s could be mounted (tried %s): is the root the right "
+			   "device or partition, and is its filesystem's module in the initramfs?",
+			   dev, tried[0] ? tried : "none: the kernel knows no block filesystem");
+}
+
+/* nbdboot.overlay: the export read-only below, a tmpfs above. */
+static int mount_overlay(const struct nbd_config *cfg, const struct nbd_boot *b)
+{
+	char data[128], opts[512];
+	mkdir(NBD_INIT_RUNDIR, 0755);
+	mkdir(NBD_INIT_RUNDIR "/lower", 0755);
+	mkdir(NBD_INIT_RUNDIR "/rw", 0755);
+	fmt(data, sizeof data, "mode=0755%s%s", b->overlay_size[0] ? ",size=" : "", b->overlay_size);
+	if (mount("tmpfs", NBD_INIT_RUNDIR "/rw", "tmpfs", MS_NOSUID | MS_NODEV, data) < 0)
+		return fail_kernel("unable to mount the overlay's tmpfs (%s): %s", data, strerror(errno));
+	mkdir(NBD_INIT_RUNDIR "/rw/upper", 0755);
+	mkdir(NBD_INIT_RUNDIR "/rw/work", 0755);
+	if (mount_root_fs(cfg->root, NBD_INIT_RUNDIR "/lower", cfg->fstype, MS_RDONLY, cfg->rootflags))
+		return -1;
+	fmt(opts, sizeof opts, "lowerdir=%s/lower,upperdir=%s/rw/upper,workdir=%s/rw/work",
+	    NBD_INIT_RUNDIR, NBD_INIT_RUNDIR, NBD_INIT_RUNDIR);
+	if (mount("overlay", NBD_INIT_NEWROOT, "overlay", 0, opts) < 0)
+		return fail_kernel("unable to mount the overlay on %s: %s (is the overlay module in the "
+				   "initramfs?)", NBD_INIT_NEWROOT, strerror(errno));
+	return 0;
+}
+
+static int root_mount(const struct nbd_config *cfg, const struct nbd_boot *b)
+{
+	mkdir(NBD_INIT_NEWROOT, 0755);
+	if (b->overlay)
+		return mount_overlay(cfg, b);
+	return mount_root_fs(cfg->root, NBD_INIT_NEWROOT, cfg->fstype, b->rw ? 0 : MS_RDONLY, cfg->rootflags);
+}
+
+/* Is path an executable file inside the new root (symlinks resolved in
+ * it)?  Without openat2 (Linux < 5.6) the answer is yes: exec will tell. */
+static bool root_has_exec(int rootfd, const char *path)
+{
+	struct { uint64_t flags, mode, resolve; } how = { O_PATH | O_CLOEXEC, 0, NBD_RESOLVE_IN_ROOT };
+	struct stat st;
+	int fd = (int)syscall(NBD_SYS_OPENAT2, rootfd, path, &how, sizeof how);
+	if (fd < 0)
+		return errno == ENOSYS;
+	bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111);
+	close(fd);
+	return ok;
+}
+
+/* The init to run: init= or the first of the kernel's own list. */
+static const char *root_init(const struct nbd_boot *b)
+{
+	static const char *const inits[] = { "/sbin/init", "/etc/init", "/bin/init", "/bin/sh" };
+	int rootfd = open(NBD_INIT_NEWROOT, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	const char *found = NULL;
+	if (b->init[0]) {
+		found = rootfd >= 0 && root_has_exec(rootfd, b->init) ? b->init : NULL;
+		if (!found)
+			fail_usage("init=%s is not an executable file in the root", shown_name(b->init));
+	} else {
+		for (size_t i = 0; !found && i < sizeof inits / sizeof inits[0]; i++)
+			if (rootfd >= 0 && root_has_exec(rootfd, inits[i]))
+				found = inits[i];
+		if (!found)
+			fail_usage("the root has no init (/sbin/init, /etc/init, /bin/init or /bin/sh): "
+				   "is root= the right device, or give init=");
+	}
+	if (rootfd >= 0)
+		close(rootfd);
+	return found;
+}
+
+/* Delete the initramfs's files below dirfd (its own filesystem only). */
+static void free_tree(int dirfd, dev_t dev, unsigned depth)
+{
+	DIR *d = fdopendir(dirfd);
+	struct dirent *e;
+	if (!d) {
+		close(dirfd);
+		return;
+	}
+	while ((e = readdir(d))) {
+		struct stat st;
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+		    fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_dev != dev)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			int sub = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0 && depth < 64)
+				free_tree(sub, dev, depth + 1);
+			else if (sub >= 0)
+				close(sub);
+			unlinkat(dirfd, e->d_name, AT_REMOVEDIR);
+		} else {
+			unlinkat(dirfd, e->d_name, 0);
+		}
+	}
+	closedir(d);
+}
+
+static void free_initramfs(void)
+{
+	struct statfs sf;
+	struct stat st;
+	int fd;
+	if (statfs("/", &sf) < 0 || (sf.f_type != NBD_RAMFS_MAGIC && sf.f_type != NBD_TMPFS_MAGIC) ||
+	    stat("/", &st) < 0 || (fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return; /* not an initramfs: never delete a real filesystem */
+	free_tree(fd, st.st_dev, 0);
+}
+
+/* /dev, /proc, /sys and /run into the new root (or gone when it has no
+ * such directory), the initramfs emptied, the new root made "/". */
+static int root_switch(void)
+{
+	static const char *const moved[] = { "/dev", "/proc", "/sys", "/run" };
+	for (size_t i = 0; i < sizeof moved / sizeof moved[0]; i++) {
+		char to[64];
+		struct stat st;
+		fmt(to, sizeof to, "%s%s", NBD_INIT_NEWROOT, moved[i]);
+		if (stat(to, &st) == 0 && S_ISDIR(st.st_mode) && mount(moved[i], to, NULL, MS_MOVE, NULL) == 0)
+			continue;
+		say("warning: %s stays behind: the root has no %s to move it to (%s)", moved[i], moved[i],
+		    strerror(errno));
+		umount2(moved[i], MNT_DETACH);
+	}
+	if (chdir(NBD_INIT_NEWROOT) < 0)
+		return fail_kernel("unable to enter %s: %s", NBD_INIT_NEWROOT, strerror(errno));
+	free_initramfs();
+	if (mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 || chdir("/") < 0)
+		return fail_kernel("unable to make %s the root: %s", NBD_INIT_NEWROOT, strerror(errno));
+	return 0;
+}
+
 /* ==== Output ============================================================
  * What --probe, --list, --print-env and --help print on stdout.
  */
@@ -4459,11 +6008,108 @@ static int run(struct nbd_config *cfg)
 	return run_attach(cfg);
 }
 
+/* ---- The /init mode, start to end --------------------------------------------- */
+
+/* A step of the boot; on failure, the fatal path (never back). */
+static void init_step(const char *what, int result)
+{
+	init_st.step = what;
+	if (result)
+		init_fatal();
+}
+
+/* The modules the root needs beyond the hardware's: TLS and its ciphers,
+ * the root's filesystem (or every one in the image), the overlay's. */
+static void modules_for_root(const struct nbd_config *cfg, const struct nbd_boot *b)
+{
+	if (cfg->tls) {
+		module_load("tls", 0);
+		modules_crypto();
+	}
+	if (cfg->fstype[0]) {
+		char types[sizeof cfg->fstype], *s = types, *w;
+		fmt(types, sizeof types, "%s", cfg->fstype);
+		while ((w = strsep(&s, ","))) {
+			char alias[48];
+			fmt(alias, sizeof alias, "fs-%s", w);
+			module_load(alias, 0);
+		}
+	} else {
+		modules_filesystems();
+	}
+	if (b->overlay)
+		module_load("fs-overlay", 0);
+}
+
+__attribute__((noreturn))
+static void run_init(int argc, char **argv)
+{
+	static struct nbd_config cfg;
+	struct nbd_boot *b = &init_st.boot;
+	char **init_argv = argv; /* argv[0] becomes init's path */
+	const char *init;
+	(void)argc;
+	b->panic_s = NBD_PANIC_UNSET;
+	config_defaults(&cfg);
+	cfg.mode = MODE_CMDLINE;
+	init_early();
+	init_step("read the kernel command line",
+		  read_cmdline("/proc/cmdline", init_st.cmdline, sizeof init_st.cmdline) ||
+		  nbd_parse_boot(b, init_st.cmdline));
+	output.verbose = strstr(init_st.cmdline, "nbdboot.verbose") != NULL;
+	trace("nbdboot %s as /init", NBDBOOT_VERSION);
+	modules_open();
+	modules_coldplug(); /* the network card's driver first: */
+	if (!b->ip.off) {   /* links take seconds to come up, so start them now */
+		unsigned n, wanted;
+		links_up(&b->ip, &n, &wanted);
+	}
+	module_load("nbd", 0);
+	/* What the root needs is known now unless DHCP is to tell: then load
+	 * its modules while the link comes up, else say what is wrong at once */
+	init_st.step = "read the NBD root from the kernel command line";
+	if (nbd_parse_cmdline(&cfg, init_st.cmdline) == 0)
+		modules_for_root(&cfg, b);
+	else if (!boot_env.missed)
+		init_fatal();
+	if (!b->ip.off)
+		init_step("bring up the network", net_up(b, b->wait_s));
+	if (boot_env.missed) {
+		nbd_error_clear();
+		config_defaults(&cfg);
+		cfg.mode = MODE_CMDLINE;
+		init_step("read the NBD root from the kernel command line and DHCP",
+			  nbd_parse_cmdline(&cfg, init_st.cmdline));
+	}
+	tls_default_files(&cfg);
+	if (!cfg.persist_given)
+		cfg.persist = true;
+	cfg.readonly = cfg.readonly || b->overlay; /* one image, many clients */
+	init_step("check the NBD root's options", nbd_config_check(&cfg));
+	modules_for_root(&cfg, b);
+	modules_close();
+	init_step("attach the NBD root", run_attach(&cfg));
+	init_step("mount the root", root_mount(&cfg, b));
+	init = root_init(b);
+	init_step("find init in the root", !init);
+	say("switching to the root on %s (%s%s) and starting %s", cfg.root,
+	    b->overlay ? "read-only under a tmpfs overlay" : b->rw ? "read-write" : "read-only",
+	    cfg.fstype[0] ? "" : "", init);
+	init_step("switch to the root", root_switch());
+	init_argv[0] = (char *)init;
+	execv(init, init_argv);
+	init_step("start init", fail_kernel("unable to run %s: %s", init, strerror(errno)));
+	for (;;)
+		pause(); /* init_fatal does not return */
+}
+
 int nbd_main(int argc, char **argv)
 {
 	static struct nbd_config cfg;
 	resident.argv = argv;
 	clock_gettime(CLOCK_MONOTONIC, &output.t_start);
+	if (getpid() == 1)
+		run_init(argc, argv); /* the initramfs's only program */
 	/* Early in a boot fds 0-2 may be closed: a socket must never land there,
 	 * where a message would be written into it. */
 	for (int fd = 0; fd < 3; fd++)

@@ -174,10 +174,16 @@ static inline void be64_put(void *p, uint64_t v)
 #define NBD_SET_TIMEOUT       NBD_IOC(9)
 #define NBD_SET_FLAGS         NBD_IOC(10)
 
+/* (sys/mount.h has these three too; the values are the kernel's) */
+#ifndef BLKROSET
 #define BLKROSET  ((0x12u << 8) | 93) /* _IO(0x12, 93) */
+#endif
+#ifndef BLKRRPART
 #define BLKRRPART ((0x12u << 8) | 95) /* _IO(0x12, 95) */
-
+#endif
+#ifndef BLKGETSIZE64
 #define BLKGETSIZE64 0x80081272u /* _IOR(0x12, 114, size_t) */
+#endif
 
 /* Other kernel constants musl's headers may lack. */
 #ifndef GRND_NONBLOCK
@@ -299,6 +305,80 @@ struct ktls_info {
 #define NBD_TLS_SEED_STEP_MS 100
 #define NBD_PROXY_LINGER_MS  5000 /* the proxy, once the kernel let go: for close_notify */
 
+/* ---- /init mode: rtnetlink (uapi linux/rtnetlink.h, linux/if_addr.h) -------- */
+
+#define NETLINK_ROUTE_PROTO 0
+#define RTM_NEWLINK_TYPE  16
+#define RTM_NEWADDR_TYPE  20
+#define RTM_NEWROUTE_TYPE 24
+#define NLM_F_REPLACE_FLAG 0x100
+#define NLM_F_CREATE_FLAG  0x400
+#define RTMGRP_LINK_GROUP  1
+#define IFA_ADDRESS_ATTR   1
+#define IFA_LOCAL_ATTR     2
+#define IFA_BROADCAST_ATTR 4
+#define RTA_OIF_ATTR       4
+#define RTA_GATEWAY_ATTR   5
+#define RT_TABLE_MAIN_ID   254
+#define RTPROT_BOOT_ID     3
+#define RTN_UNICAST_TYPE   1
+#define RTNH_F_ONLINK_FLAG 4
+
+struct ifinfo_msg { /* struct ifinfomsg */
+	uint8_t family, pad;
+	uint16_t type;
+	int32_t index;
+	uint32_t flags, change;
+};
+struct ifaddr_msg { /* struct ifaddrmsg */
+	uint8_t family, prefixlen, flags, scope;
+	uint32_t index;
+};
+struct route_msg { /* struct rtmsg */
+	uint8_t family, dst_len, src_len, tos, table, protocol, scope, type;
+	uint32_t flags;
+};
+_Static_assert(sizeof(struct ifinfo_msg) == 16, "ifinfomsg is 16 bytes");
+_Static_assert(sizeof(struct ifaddr_msg) == 8, "ifaddrmsg is 8 bytes");
+_Static_assert(sizeof(struct route_msg) == 12, "rtmsg is 12 bytes");
+
+/* ---- /init mode: DHCP (RFC 2131, 2132) ---------------------------------------- */
+
+#define DHCP_SERVER_PORT 67
+#define DHCP_CLIENT_PORT 68
+#define DHCP_MAGIC_COOKIE 0x63825363u
+#define BOOTP_REQUEST 1
+#define BOOTP_REPLY   2
+#define BOOTP_BROADCAST 0x8000u
+#define DHCP_MIN_LEN  300 /* BOOTP's minimum message; some servers drop less */
+#define DHCP_PACKET_MAX 1500 /* what nbdboot builds and reads: one Ethernet frame */
+
+enum {
+	DHCP_OPT_PAD = 0, DHCP_OPT_NETMASK = 1, DHCP_OPT_ROUTER = 3, DHCP_OPT_DNS = 6,
+	DHCP_OPT_HOSTNAME = 12, DHCP_OPT_DOMAIN = 15, DHCP_OPT_ROOT_PATH = 17,
+	DHCP_OPT_REQUESTED_IP = 50, DHCP_OPT_LEASE = 51, DHCP_OPT_OVERLOAD = 52,
+	DHCP_OPT_TYPE = 53, DHCP_OPT_SERVER_ID = 54, DHCP_OPT_PARAMS = 55,
+	DHCP_OPT_MAX_SIZE = 57, DHCP_OPT_CLIENT_ID = 61, DHCP_OPT_END = 255,
+};
+enum {
+	DHCP_DISCOVER = 1, DHCP_OFFER = 2, DHCP_REQUEST = 3, DHCP_ACK = 5, DHCP_NAK = 6,
+};
+
+/* The fixed BOOTP part, then the magic cookie; options follow. */
+struct bootp_msg {
+	uint8_t op, htype, hlen, hops;
+	uint32_t xid;
+	uint16_t secs, flags;
+	uint32_t ciaddr, yiaddr, siaddr, giaddr;
+	uint8_t chaddr[16];
+	uint8_t sname[64];
+	uint8_t file[128];
+	uint32_t magic;
+};
+_Static_assert(sizeof(struct bootp_msg) == 240, "BOOTP header and cookie are 240 bytes");
+#define IPV4_HDR_LEN 20
+#define UDP_HDR_LEN  8
+
 /* ---- Internal API ----------------------------------------------------------- */
 
 #define NBD_HOST_MAX    255
@@ -349,6 +429,25 @@ struct ktls_info {
 #define NBD_MONITOR_RETRY_MS 500     /* its longest pause: a restarted server is used at once */
 #define NBD_MONITOR_FAST_MS 30000    /* ... for this long, then NBD_RETRY_MAX_MS */
 #define NBD_MONITOR_LATE_RETRY_MS 30000 /* ... and once the kernel has given up */
+
+/* /init mode */
+#define NBD_INIT_NEWROOT "/root"   /* where the root is mounted before switch_root */
+#define NBD_INIT_RUNDIR "/run/nbdboot" /* the overlay's lower and upper layers */
+#define NBD_MODFILE_MAX (256 * 1024) /* modules.dep, .alias, .softdep of an initramfs */
+#define NBD_MODULES_MAX 512          /* modules listed in its modules.dep */
+#define NBD_MODDEPTH_MAX 16          /* dependency and softdep nesting */
+#define NBD_COLDPLUG_ROUNDS 4        /* bus drivers bring new devices (virtio) */
+#define NBD_IFACES_MAX 16
+#define NBD_LINK_POLL_MS 50          /* carrier looked at this often besides the events */
+#define NBD_DHCP_FIRST_MS 500        /* DHCP retransmission: first wait, doubling ... */
+#define NBD_DHCP_MAX_MS 8000         /* ... up to this, each with +-25% jitter */
+#define NBD_HOSTNAME_MAX 63
+#define NBD_DNS_MAX 3
+#define NBD_PANIC_UNSET (-2)         /* nbdboot.panic= not given: the kernel's panic= */
+#define NBD_SYS_OPENAT2 437          /* the same number on every architecture but alpha */
+#define NBD_RESOLVE_IN_ROOT 0x10
+#define NBD_RAMFS_MAGIC 0x858458f6u
+#define NBD_TMPFS_MAGIC 0x01021994u
 
 /* "nbdboot:" and the server as "[host]:port" or a socket path, the kernel's
  * backend identifier; and the largest netlink message nbdboot builds:
@@ -406,6 +505,43 @@ struct nbd_config {
 	char root[NBD_DEVICE_MAX + 1];   /* device to mount: /dev/nbd0 or /dev/nbd0p1 */
 	char fstype[32];
 	char rootflags[256];
+};
+
+/* ip= and BOOTIF= of the kernel command line (/init mode); addresses in
+ * network byte order, 0 when not given. */
+struct nbd_ipconf {
+	bool given;    /* an ip= was on the command line */
+	bool off;      /* ip=off / none: the network is left as it is */
+	bool dhcp;     /* autoconfiguration by DHCP */
+	uint32_t addr, server, gateway, netmask;
+	char hostname[NBD_HOSTNAME_MAX + 1];
+	char device[16]; /* "" = the first interface with a carrier */
+	uint32_t dns[2];
+	bool has_mac;  /* BOOTIF=: the interface with this MAC address */
+	uint8_t mac[6];
+};
+
+/* What a DHCP reply says (network byte order; 0 when absent). */
+struct nbd_lease {
+	uint8_t type; /* DHCP_OFFER, DHCP_ACK, DHCP_NAK */
+	uint32_t addr, netmask, router, server_id, siaddr;
+	uint32_t dns[NBD_DNS_MAX];
+	unsigned ndns;
+	uint32_t lease_s;
+	char hostname[NBD_HOSTNAME_MAX + 1];
+	char domain[NBD_HOSTNAME_MAX + 1];
+	char root_path[NBD_ROOTPATH_MAX + 1];
+};
+
+/* The /init mode's own words of the kernel command line. */
+struct nbd_boot {
+	struct nbd_ipconf ip;
+	char init[NBD_PATH_MAX + 1]; /* init=, "" for the usual places */
+	bool rw;                     /* rw (ro is the default, as the kernel's) */
+	bool overlay;                /* nbdboot.overlay=tmpfs|SIZE */
+	char overlay_size[32];       /* tmpfs size=, "" for tmpfs's default */
+	int panic_s;                 /* nbdboot.panic=, NBD_PANIC_UNSET */
+	uint32_t wait_s;             /* nbdboot.wait=: the link and DHCP, each */
 };
 
 enum nbd_handshake { HS_OLDSTYLE, HS_NEWSTYLE, HS_FIXED_EXPORT_NAME, HS_FIXED_GO };
@@ -481,6 +617,24 @@ int nbd_cmdline_option(struct nbd_config *cfg, const char *word);
 			    2 * NBD_DEVICE_MAX + 32 + 256 + 5 * 16)
 #define NBD_ENV_MAX (4 * NBD_ENV_VALUES_MAX + 15 * 24)
 size_t nbd_format_env(const struct nbd_config *cfg, char *buf, size_t size);
+
+/* ip=CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF:DNS0:DNS1[:NTP], or
+ * ip=off|none|on|any|dhcp|bootp|both, or ip=DEVICE:dhcp: the value into ip.
+ * 0, or -1 with the reason kept. */
+int nbd_parse_ip(struct nbd_ipconf *ip, const char *value);
+/* BOOTIF=01-aa-bb-cc-dd-ee-ff (PXE), the leading type optional. */
+int nbd_parse_bootif(struct nbd_ipconf *ip, const char *value);
+/* The /init words of a kernel command line (ip=, BOOTIF=, init=, ro, rw,
+ * nbdboot.overlay=, nbdboot.panic=) into b.  0, or -1 naming the word. */
+int nbd_parse_boot(struct nbd_boot *b, const char *text);
+/* One received IPv4 packet (from its IP header): the DHCP reply to xid for
+ * the hardware address mac, into l.  NULL when it is one, else why not. */
+const char *nbd_dhcp_parse(const uint8_t *pkt, size_t len, uint32_t xid, const uint8_t mac[6],
+			   struct nbd_lease *l);
+/* A DHCPDISCOVER (offer NULL) or a DHCPREQUEST for offer, as an IPv4/UDP
+ * broadcast packet in buf; its length (0 if size is too small). */
+size_t nbd_dhcp_build(uint8_t *buf, size_t size, uint32_t xid, const uint8_t mac[6], uint16_t secs,
+		      const struct nbd_lease *offer, const char *hostname);
 
 /* Does the DER certificate list the address ip (4 or 16 bytes) among its
  * subjectAltName iPAddress entries?  Any malformed input is a "no". */
