@@ -5,6 +5,7 @@
 #   make check            install test dependencies (as root), build, run all tests
 #   make fuzz             run each libFuzzer target for FUZZ_SECONDS (default 60)
 #   make deb              the Debian package, ../nbdboot_VERSION_ARCH.deb (debian/)
+#   make initramfs        an initramfs with nbdboot as /init (KVER, MODULES, OUT, ...)
 #
 # BearSSL: Debian's libbearssl-dev ships a libbearssl.a compiled against glibc
 # with _FORTIFY_SOURCE, so it needs __memcpy_chk and friends, which musl does
@@ -58,9 +59,9 @@ endif
 # makes those).
 DEPS := musl-tools gcc libc6-dev make xz-utils ca-certificates nbdkit nbd-server qemu-utils \
         qemu-system-x86 busybox-static cpio e2fsprogs fdisk kmod openssl perl \
-        clang libclang-rt-14-dev debhelper lintian mmdebstrap dnsmasq-base iproute2
+        clang libclang-rt-14-dev debhelper lintian mmdebstrap dnsmasq-base iproute2 zstd
 
-.PHONY: all check deps demo bench bench-boot clean deb distclean fuzz fuzz-build install uninstall
+.PHONY: all check deps demo bench bench-boot clean deb distclean fuzz fuzz-build initramfs install uninstall
 all: nbdboot
 
 nbdboot: nbdboot.c nbdboot.h $(TLS_DEPS) $(BUILD)/config.tls$(NBDBOOT_TLS)
@@ -85,6 +86,16 @@ $(BEARSSL_SAN): $(BEARSSL_LIB)
 	$(MAKE) -s -j2 -C $(BEARSSL_DIR)/src CONF=Unix BUILD=build-gcc CC=$(CC_SAN) LD=$(CC_SAN) \
 		LDDLL=$(CC_SAN) CFLAGS="-O2 -fPIC -W -Wall" build-gcc/libbearssl.a
 
+# An initramfs whose only program is nbdboot (initramfs-hook/nbdboot-initramfs):
+#   make initramfs [KVER=6.1.0-...] [MODULES="nbd ext4 e1000"] [BASEDIR=/]
+#                  [TLSDIR=/etc/nbdboot] [COMPRESS=zstd|gzip|xz|none] [OUT=...]
+KVER     ?= $(shell uname -r)
+OUT      ?= $(BUILD)/initramfs-$(KVER).img
+initramfs: nbdboot
+	@mkdir -p $(dir $(OUT))
+	initramfs-hook/nbdboot-initramfs -k $(KVER) -n ./nbdboot $(if $(MODULES),-m "$(MODULES)") \
+		$(if $(BASEDIR),-b $(BASEDIR)) $(if $(TLSDIR),-t $(TLSDIR)) $(if $(COMPRESS),-z $(COMPRESS)) $(OUT)
+
 # Install: the binary and man page under PREFIX; the dracut module and the
 # initramfs-tools hook and boot script where those generators look for them,
 # whatever PREFIX is (dracut reads only its own modules.d), and the functions
@@ -105,6 +116,7 @@ install: nbdboot
 	$(if $(HOOKFILES),install -m 755 $(HOOKFILES) $(DESTDIR)$(DRACUTMODDIR)/)
 	$(foreach f,$(ITOOLSFILES),install -D -m 755 initramfs-hook/initramfs-tools/$(f) $(DESTDIR)$(ITOOLSDIR)/$(f) &&) true
 	install -D -m 644 initramfs-hook/hook-functions.sh $(DESTDIR)$(HOOKLIBDIR)/hook-functions.sh
+	install -D -m 755 initramfs-hook/nbdboot-initramfs $(DESTDIR)$(HOOKLIBDIR)/nbdboot-initramfs
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/nbdboot $(DESTDIR)$(MANDIR)/man8/nbdboot.8

@@ -5498,9 +5498,10 @@ static int dhcp_run(const struct nbd_boot *b, int64_t deadline, struct nbd_lease
 		return -1;
 	if (d.rejected)
 		return fail_retry("DHCP on %s: the replies were unusable (%s)", nic.name, d.rejected);
-	return fail_retry("no DHCP answer on %s in %u s: is a DHCP server on this network? "
-			  "(or give the address: ip=CLIENT::GATEWAY:NETMASK::%s:off)", nic.name,
-			  (unsigned)((nbd_now_ms() - d.started + 500) / 1000), nic.name);
+	return fail_retry("no DHCP answer on %s in %u s (nbdboot.wait=%u covers the link and DHCP): "
+			  "is a DHCP server on this network? (or give the address: "
+			  "ip=CLIENT::GATEWAY:NETMASK::%s:off)", nic.name,
+			  (unsigned)((nbd_now_ms() - d.started + 500) / 1000), b->wait_s, nic.name);
 }
 
 /* ---- Configuring it ------------------------------------------------------------ */
@@ -6092,9 +6093,9 @@ static void run_init(int argc, char **argv)
 	init_step("mount the root", root_mount(&cfg, b));
 	init = root_init(b);
 	init_step("find init in the root", !init);
-	say("switching to the root on %s (%s%s) and starting %s", cfg.root,
-	    b->overlay ? "read-only under a tmpfs overlay" : b->rw ? "read-write" : "read-only",
-	    cfg.fstype[0] ? "" : "", init);
+	say("switching to the root on %s (%s%s%s) and starting %s", cfg.root,
+	    !b->overlay ? (b->rw ? "read-write" : "read-only") : "read-only under a ",
+	    b->overlay_size, !b->overlay ? "" : b->overlay_size[0] ? " tmpfs overlay" : "tmpfs overlay", init);
 	init_step("switch to the root", root_switch());
 	init_argv[0] = (char *)init;
 	execv(init, init_argv);

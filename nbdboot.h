@@ -541,7 +541,7 @@ struct nbd_boot {
 	bool overlay;                /* nbdboot.overlay=tmpfs|SIZE */
 	char overlay_size[32];       /* tmpfs size=, "" for tmpfs's default */
 	int panic_s;                 /* nbdboot.panic=, NBD_PANIC_UNSET */
-	uint32_t wait_s;             /* nbdboot.wait=: the link and DHCP, each */
+	uint32_t wait_s;             /* nbdboot.wait=: the link and DHCP together */
 };
 
 enum nbd_handshake { HS_OLDSTYLE, HS_NEWSTYLE, HS_FIXED_EXPORT_NAME, HS_FIXED_GO };

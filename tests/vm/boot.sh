@@ -3,11 +3,12 @@
 #
 # Usage: tests/vm/boot.sh --initrd FILE [--append "kernel args"] [--timeout SEC]
 #                         [--log FILE] [--mem MB] [--drive-none] [--tap IFNAME]
-#                         [-- EXTRA QEMU ARGS...]
+#                         [--nic SPEC] [-- EXTRA QEMU ARGS...]
 # qemu-system-x86_64 -accel tcg,tb-size=128 -cpu max,-erms -m 512 (--mem) -nographic -no-reboot, serial console
 # (console=ttyS0 panic=-1 + --append), -nic user,model=e1000 (host loopback is 10.0.2.2
 # in the guest), or with --tap an e1000 on the existing tap device IFNAME (run
-# in the network namespace that has it, see syslib.sh's sys_dhcp_net).
+# in the network namespace that has it, see syslib.sh's sys_dhcp_net), or with
+# --nic SPEC "-nic SPEC" (SPEC none: no network card).
 # --drive-none: -nodefaults, so the guest gets no default IDE CD-ROM,
 # floppy or VGA, only the serial console and the NIC. The console goes to stdout and,
 # with --log, to FILE. Exit status: qemu's, or 124 if killed at the timeout
@@ -40,11 +41,12 @@ while [ $# -gt 0 ]; do
 	--mem) mem=$2; shift 2 ;;
 	--drive-none) nodefaults=(-nodefaults -serial mon:stdio); shift ;;
 	--tap) nic=(-netdev "tap,id=n0,ifname=$2,script=no,downscript=no" -device e1000,netdev=n0); shift 2 ;;
+	--nic) nic=(-nic "$2"); shift 2 ;;
 	--) shift; extra=("$@"); break ;;
 	*) die "unknown argument $1" ;;
 	esac
 done
-[ -f "$initrd" ] || die "usage: $0 --initrd FILE [--append ARGS] [--timeout SEC] [--log FILE] [--drive-none] [--tap IFNAME] [-- QEMU ARGS]"
+[ -f "$initrd" ] || die "usage: $0 --initrd FILE [--append ARGS] [--timeout SEC] [--log FILE] [--drive-none] [--tap IFNAME] [--nic SPEC] [-- QEMU ARGS]"
 need qemu-system-x86_64 qemu-system-x86
 need timeout coreutils
 

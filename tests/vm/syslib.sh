@@ -18,7 +18,9 @@
 #                                tree; host directory $SYS_OUT is /out inside
 #   sys_image flat|part          IMG = a fresh copy of the template image
 #   sys_boot INITRD APPEND...    boot it (SYS_TIMEOUT, default 240 s); console in
-#                                CON, log in $LOGDIR/$SYS_NAME.log, VM_RC
+#                                CON, log in $LOGDIR/$SYS_NAME.log, VM_RC; the
+#                                array SYS_BOOT_OPTS goes to boot.sh last
+#                                (--nic SPEC, -- QEMU ARGS)
 #   sys_boot_start/sys_boot_wait the same in two halves (parallel boots)
 #   sys_booted DEV [flat|part]   the boot reached systemd with root DEV, wrote
 #                                and read back its data, powered off cleanly,
@@ -112,7 +114,8 @@ sys_boot_start() {
 	local net=()
 	[ -z "${SYS_NETNS:-}" ] || net=(ip netns exec "$SYS_NETNS")
 	${net[@]+"${net[@]}"} "$here/boot.sh" --initrd "$initrd" --timeout "$SYS_TIMEOUT" --mem "$SYS_MEM" --log "$LOG" \
-		--drive-none ${SYS_NETNS:+--tap tap0} --append "$*" >/dev/null 2>"$LOG.stderr" &
+		--drive-none ${SYS_NETNS:+--tap tap0} --append "$*" ${SYS_BOOT_OPTS[@]+"${SYS_BOOT_OPTS[@]}"} \
+		>/dev/null 2>"$LOG.stderr" &
 	VM_PID=$!
 }
 sys_boot_wait() {

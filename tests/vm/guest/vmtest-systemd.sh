@@ -5,6 +5,9 @@
 #   VMTEST times switch_root=S multi_user=S   guest seconds from kernel start
 #                                             (systemd's monotonic timestamps)
 #   VMTEST resident=PID:NAME,...              processes whose argv[0] starts with '@'
+#   VMTEST initramfs=empty | FILES            nbdboot as /init: what is left in the
+#                                             initramfs a resident process has as root
+#   VMTEST overlay tmpfs size=S               nbdboot.overlay: its tmpfs's size
 #   VMTEST data ok SHA256 | VMTEST data FAILED ...
 # The data check writes 4 MiB of random bytes to /var/lib/vmtest/data (name
 # from vmtest.data=, default data), syncs, drops the page cache and reads it
@@ -31,6 +34,16 @@ say "root=$(readlink -f "$dev") fstype=$fstype options=$opts"
 sw=$(mono "" UserspaceTimestampMonotonic)
 say "times switch_root=$sw multi_user=$(mono multi-user.target ActiveEnterTimestampMonotonic) now=$(cut -d' ' -f1 /proc/uptime)"
 say "resident=$(ps -eo pid=,args= | awk '$2 ~ /^@/ { printf "%s%s:%s", n++ ? "," : "", $1, $2 }')"
+# nbdboot as /init: what is left of the initramfs (its root, seen through a
+# resident process that was forked there) and the overlay's tmpfs
+for p in $(ps -eo pid=,args= | awk '$2 ~ /^@/ { print $1 }'); do
+	[ "$(stat -L -c %d:%i "/proc/$p/root/")" = "$(stat -c %d:%i /)" ] && continue
+	left=$(ls -A "/proc/$p/root/" 2>/dev/null | grep -vx root | tr '\n' ' ')
+	say "initramfs=${left:-empty}"
+	break
+done
+o=$(awk '$2 == "/run/nbdboot/rw" { print $4 }' /proc/mounts | tr ',' '\n' | grep '^size=')
+[ -z "$o" ] || say "overlay tmpfs $o"
 
 mkdir -p /usr/lib/systemd/system-shutdown
 cat >/usr/lib/systemd/system-shutdown/vmtest-late <<'LATE'
