@@ -256,7 +256,7 @@ start_6d() {
 	sys_boot_start "$STD" "root=nbd:10.0.2.2:10809:ext4 nbdboot.wait=5"
 	SYS_BOOT_OPTS=()
 }
-check_6d() { failed_init 'no DHCP answer on eth0 in [0-9]+ s \\(nbdboot.wait=5 covers the link and DHCP\\)' 'bring up the network'; }
+check_6d() { failed_init 'no DHCP answer on eth0 in [0-9]+ s \(nbdboot.wait=5 covers the link and DHCP\)' 'bring up the network'; }
 start_6e() { pick_port && sys_boot_start "$STD" "root=nbd:10.0.2.2:$FREE_PORT:ext4 nbdboot.wait=5"; }
 check_6e() {
 	failed_init 'unable to connect to 10\.0\.2\.2:[0-9]+: Connection refused' 'attach the NBD root'
