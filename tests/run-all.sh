@@ -40,6 +40,8 @@ if [ -x tests/vm/scenarios.sh ] && [ "${NBDBOOT_SKIP_VM:-0}" != 1 ]; then
 	# One suite at a time: a guest starved of CPU (RCU stalls were seen with
 	# image builds and four guests on two cores) is slow past any deadline.
 	suite "real kernel under qemu" tests/vm/scenarios.sh
+	[ -x tests/vm/init.sh ] &&
+		suite "nbdboot as /init: make initramfs, systemd root under qemu" tests/vm/init.sh
 	[ -x tests/vm/hooks-itools.sh ] &&
 		suite "initramfs-tools hook: real mkinitramfs, systemd root under qemu" tests/vm/hooks-itools.sh
 	[ -x tests/vm/hooks-dracut.sh ] &&
