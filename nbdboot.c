@@ -7,7 +7,8 @@
  *
  *   Formatting and output   printf, stdout (results), stderr (diagnostics)
  *   Errors                  the sticky first failure, its class and verdict
- *   Configuration           argv, NBD URIs, the kernel command line, --failover
+ *   Configuration           argv, NBD URIs, the kernel command line, --failover,
+ *                           and the /init mode's words (ip=, BOOTIF=, init=, ...)
  *   Connection              clock, poll_until(), resolving, connecting, servers
  *   TLS                     BearSSL: certificates, handshake, record I/O, kTLS keys
  *   Wire I/O                whole messages, in plaintext or through TLS
@@ -18,11 +19,18 @@
  *   Resident process        what stays after the boot: DO_IT holder, TLS proxy,
  *                           the reconnect monitor
  *   Attach                  sockets to the kernel: netlink, or the ioctls
+ *   /init: early            PID 1: the kernel's filesystems, console, kmsg, and
+ *                           the fatal path (nbdboot.panic=, never an exit)
+ *   /init: modules          modules.dep/.alias/.softdep, coldplug by modalias
+ *   /init: network          link up, carrier, rtnetlink, ip=, the DHCP client
+ *   /init: root             mount (or overlay), move mounts, free the
+ *                           initramfs, switch_root
  *   Output                  what --probe, --list, --print-env, --help print
- *   Main                    one function per mode
+ *   Main                    one function per mode (run_init: the /init mode)
  *
  * The mutable state is a few structs, one per section that needs one:
- * output, err, tls, wire, retry, resident, mon (the monitor).
+ * output, err, boot_env (what DHCP said), tls, wire, retry, resident, mon
+ * (the monitor), init_st, mods, nic.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -4469,7 +4477,8 @@ static int run_attach(const struct nbd_config *cfg)
  * file systems, the console on fds 0-2, each message also on /dev/kmsg,
  * and the one way out of a failure, since PID 1 must never exit: say what
  * failed and what to do, wait nbdboot.panic= seconds (the kernel's panic=
- * when not given), reboot.  Calls Formatting, Errors and Configuration.
+ * when not given), reboot.  Calls Formatting, Errors, Configuration and
+ * Connection (the clock).
  */
 
 static struct initstate {
@@ -4506,9 +4515,10 @@ static void init_console(void)
 	output.console_level = 7;
 	fd = open("/proc/sys/kernel/printk", O_RDONLY | O_CLOEXEC);
 	if (fd >= 0) {
-		char b[8] = "";
-		if (read(fd, b, sizeof b - 1) > 0 && b[0] >= '0' && b[0] <= '9')
-			output.console_level = b[0] - '0' + (b[1] >= '0' && b[1] <= '9' ? 9 : 0);
+		char b[16] = "";
+		uint64_t v;
+		if (read(fd, b, sizeof b - 1) > 0 && scan_decimal(b, &v) && v < 16)
+			output.console_level = (int)v; /* the first of the four numbers */
 		close(fd);
 	}
 }
@@ -4675,6 +4685,7 @@ static void modules_close(void)
 		if (m[i]->p)
 			munmap((void *)m[i]->p, m[i]->len);
 	mods.dep = mods.alias = mods.softdep = (struct mapped){ NULL, 0 };
+	mods.n = 0; /* the lines were in the mappings */
 }
 
 /* The module's line index, by name or by path; -1 when not in the image. */
@@ -5886,6 +5897,8 @@ static void usage(void)
 		"       nbdboot -d|--disconnect /dev/nbdN  disconnect the device\n"
 		"       nbdboot --cmdline [FILE]           attach what /proc/cmdline (or FILE) asks for\n"
 		"       nbdboot --cmdline [FILE] --print-env   only parse; print NBD_* shell variables\n"
+		"       as PID 1 (an initramfs's /init: make initramfs): network, attach, mount,\n"
+		"       switch_root, from ip=, BOOTIF=, rootfstype=, init=, nbdboot.overlay= ...\n"
 		"TARGET: HOST [PORT] | nbd://HOST[:PORT]/EXPORT | nbds://... |\n"
 		"        nbd+unix:///EXPORT?socket=PATH | nbds+unix://... | -u PATH\n"
 		"Options (nbd-client's single-dash long forms are accepted too):\n"
