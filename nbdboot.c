@@ -5602,15 +5602,51 @@ static int net_up(const struct nbd_boot *b, unsigned wait_s)
  * Calls everything above.
  */
 
+/* rootflags= as mount(8) reads them: the generic words become MS_* flags
+ * (a filesystem refuses "noatime" in its data), the rest is the data. */
+static void mount_options(const char *opts, unsigned long *flags, char *data, size_t size)
+{
+	static const struct { const char *word; unsigned long set, clear; } generic[] = {
+		{ "ro", MS_RDONLY, 0 },          { "rw", 0, MS_RDONLY },
+		{ "noatime", MS_NOATIME, 0 },    { "atime", 0, MS_NOATIME },
+		{ "nodiratime", MS_NODIRATIME, 0 }, { "diratime", 0, MS_NODIRATIME },
+		{ "relatime", MS_RELATIME, 0 },  { "norelatime", 0, MS_RELATIME },
+		{ "strictatime", MS_STRICTATIME, 0 }, { "lazytime", MS_LAZYTIME, 0 },
+		{ "nosuid", MS_NOSUID, 0 },      { "suid", 0, MS_NOSUID },
+		{ "nodev", MS_NODEV, 0 },        { "dev", 0, MS_NODEV },
+		{ "noexec", MS_NOEXEC, 0 },      { "exec", 0, MS_NOEXEC },
+		{ "sync", MS_SYNCHRONOUS, 0 },   { "async", 0, MS_SYNCHRONOUS },
+		{ "dirsync", MS_DIRSYNC, 0 },    { "defaults", 0, 0 },
+	};
+	char copy[256], *s = copy, *w;
+	size_t used = 0;
+	fmt(copy, sizeof copy, "%s", opts);
+	data[0] = 0;
+	while ((w = strsep(&s, ","))) {
+		size_t i = 0;
+		while (i < sizeof generic / sizeof generic[0] && strcmp(w, generic[i].word))
+			i++;
+		if (i < sizeof generic / sizeof generic[0])
+			*flags = (*flags | generic[i].set) & ~generic[i].clear;
+		else if (*w && used + strlen(w) + 2 < size)
+			used += (size_t)fmt(data + used, size - used, "%s%s", used ? "," : "", w);
+	}
+}
+
 /* Mount dev at dir as one of the comma-separated types (or, when types
- * is empty, each block filesystem in /proc/filesystems): 0 or -1. */
+ * is empty, each block filesystem in /proc/filesystems), with rootflags=
+ * opts: 0 or -1. */
 static int mount_root_fs(const char *dev, const char *dir, const char *types, unsigned long flags,
-			 const char *data)
+			 const char *opts)
 {
 	static char list[1024];
+	char data[256];
 	char tried[256] = "";
 	int fd, e = 0;
 	ssize_t n = 0;
+	unsigned long ro = flags & MS_RDONLY;
+	mount_options(opts, &flags, data, sizeof data);
+	flags |= ro; /* the overlay's lower layer stays read-only whatever rootflags= says */
 	if (!*types) {
 		fd = open("/proc/filesystems", O_RDONLY | O_CLOEXEC);
 		n = fd < 0 ? -1 : read(fd, list, sizeof list - 1);

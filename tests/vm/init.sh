@@ -17,18 +17,24 @@
 # Boots of std that end in the root's vmtest unit (sys_booted: root device,
 # data written and read back, clean poweroff and image, no I/O error), each
 # with nbdboot's own lines on the console:
-#   1 ip=dhcp from qemu's DHCP server, dracut's root=nbd:SRV:PORT:ext4, rw:
-#     the monitor is there at systemd-shutdown's hooks, the initramfs's
-#     memory was freed (its files deleted)
+#   1 ip=dhcp from qemu's DHCP server, BOOTIF= with the card's address,
+#     dracut's root=nbd:SRV:PORT:ext4, rw: the monitor is there at
+#     systemd-shutdown's hooks, the initramfs's memory was freed (its files
+#     deleted)
 #   2 static ip=CLIENT::GW:MASK:HOST:eth0:off (no DHCP at all), a partitioned
-#     image from qemu-nbd, Debian's nbdroot=SRV:PORT/NAME root=/dev/nbd0p1
+#     image from qemu-nbd, Debian's nbdroot=SRV:PORT/NAME root=/dev/nbd0p1 (no
+#     fstype: found by trying), rootflags=noatime, nbd.nbds_max=2 given to
+#     the nbd module (nbdboot.verbose shows it)
 #   3 TLS (nbdkit --tls=require --tls-verify-peer), root=nbds://, no ip=:
-#     DHCP by default, tls and its ciphers loaded, kTLS
+#     DHCP by default, tls and its ciphers loaded, kTLS; no rw: mounted
+#     read-only (systemd remounts it as fstab says)
+#   3b the same through the TLS proxy (nbdboot.tls-proxy): the proxy and the
+#     monitor outlive systemd-shutdown
 #   4 nbdboot.overlay=256m over nbdkit without its cow filter: the export is
 #     attached read-only, / is an overlay, the guest writes its data, and
 #     the image file is untouched (same mtime, no data file on it)
 #   5 root=dhcp with the root-path from dnsmasq in a network namespace of
-#     its own (nbd:SRV:10809:ext4), and init=/lib/systemd/systemd
+#     its own (nbd:SRV:10809:ext4), ip=eth0:dhcp, init=/lib/systemd/systemd
 # Failures, each ending in nbdboot's "fatal:" line with the reason and what
 # to do, then the reboot that the kernel's panic=-1 (boot.sh) asks for, and
 # never a kernel panic:
@@ -39,6 +45,7 @@
 #   6d no DHCP answer (qemu's user network without IPv4, nbdboot.wait=5)
 #   6e no server (a closed port, nbdboot.wait=5)
 #   6f init=/nosuch: not in the root
+#   6g BOOTIF= naming an address no interface has
 #   7a nbdboot.panic=0: it waits, and is still waiting 10 s later
 #   7b nbdboot.panic=3: it reboots 3 s after the fatal line
 # (no set -u: tests/lib.sh is not written for it)
@@ -90,7 +97,7 @@ for i in std nonic; do
 done
 
 declare -A IMGS KINDS
-for n in 1 2 3 4 5 6f; do
+for n in 1 2 3 3b 4 5 6f; do
 	wanted "${n%[a-z]}" || continue
 	kind=flat
 	[ "$n" = 2 ] && kind=part
@@ -141,7 +148,7 @@ booted_init() {
 
 start_1() {
 	serve 1 start_nbdkit file "${IMGS[1]}" &&
-		sys_boot_start "$STD" "root=nbd:10.0.2.2:$PORT:ext4 ip=dhcp rw"
+		sys_boot_start "$STD" "root=nbd:10.0.2.2:$PORT:ext4 ip=dhcp BOOTIF=01-52-54-00-12-34-56 rw"
 }
 check_1() {
 	booted_init /dev/nbd0
@@ -155,10 +162,12 @@ check_1() {
 
 start_2() {
 	serve 2 start_qemu_nbd part "${IMGS[2]}" &&
-		sys_boot_start "$STD" "nbdroot=10.0.2.2:$PORT/part root=/dev/nbd0p1 ip=10.0.2.15::10.0.2.2:255.255.255.0:nbdtest:eth0:off rw"
+		sys_boot_start "$STD" "nbdroot=10.0.2.2:$PORT/part root=/dev/nbd0p1 rootflags=noatime nbd.nbds_max=2 nbdboot.verbose ip=10.0.2.15::10.0.2.2:255.255.255.0:nbdtest:eth0:off rw"
 }
 check_2() {
 	booted_init /dev/nbd0p1 part
+	sys_con_has '^VMTEST root=/dev/nbd0p1 fstype=ext4 options=rw,noatime' 'rootflags=noatime'
+	sys_con_has '^nbdboot: .*module nbd loaded with nbds_max=2$' "the module's parameter from the command line"
 	sys_con_has "${NB}network: eth0 is 10\.0\.2\.15/24, gateway 10\.0\.2\.2 \(ip=\)" 'the static address'
 	sys_con_lacks "${NB}.*DHCP" 'no DHCP'
 	sys_con_has "${NB}attached 10\.0\.2\.2:[0-9]+ export part to /dev/nbd0 " 'export part'
@@ -167,14 +176,26 @@ check_2() {
 TLS_SRV=(--tls=require "--tls-certificates=$PKI/nbdkit" --tls-verify-peer)
 start_3() {
 	serve 3 start_nbdkit "${TLS_SRV[@]}" file "${IMGS[3]}" &&
-		sys_boot_start "$STD" "root=nbds://10.0.2.2:$PORT/ nbdboot.tlshostname=nbd.test rootfstype=ext4 rw"
+		sys_boot_start "$STD" "root=nbds://10.0.2.2:$PORT/ nbdboot.tlshostname=nbd.test rootfstype=ext4"
 }
 check_3() {
 	booted_init /dev/nbd0
+	sys_con_has "${NB}switching to the root on /dev/nbd0 \(read-only\)" 'read-only without rw' 
 	sys_con_has "${NB}network: eth0 is 10\.0\.2\.15/24.*DHCP" 'DHCP without ip='
 	sys_con_has "${NB}attached 10\.0\.2\.2:[0-9]+ to /dev/nbd0 .*netlink, kTLS\)" 'kTLS'
 	sys_con_has '^VMTEST resident=[0-9]+:@[^,]*$' "kTLS: one '@' process, the monitor"
 	sys_late_ok 1
+}
+
+start_3b() {
+	serve 3b start_nbdkit "${TLS_SRV[@]}" file "${IMGS[3b]}" &&
+		sys_boot_start "$STD" "root=nbds://10.0.2.2:$PORT/ nbdboot.tlshostname=nbd.test nbdboot.tls-proxy rw"
+}
+check_3b() {
+	booted_init /dev/nbd0
+	sys_con_has "${NB}attached 10\.0\.2\.2:[0-9]+ to /dev/nbd0 .*netlink, TLS via proxy\)" 'TLS through the proxy'
+	sys_con_has '^VMTEST resident=[0-9]+:@[^,]*,[0-9]+:@[^,]*$' "two '@' processes: the proxy and the monitor"
+	sys_late_ok 2
 }
 
 start_4() {
@@ -199,7 +220,7 @@ start_5() {
 	local rc
 	sys_dhcp_net "nbd:$SYS_NET_SRV:10809:ext4" &&
 		sys_dhcp_serve file "${IMGS[5]}" &&
-		sys_boot_start "$STD" "root=dhcp rw init=/lib/systemd/systemd"
+		sys_boot_start "$STD" "root=dhcp ip=eth0:dhcp rw init=/lib/systemd/systemd"
 	rc=$?
 	SERVERS[5]+=" ${DHCP_PIDS[*]}" NETNS[5]=$SYS_NETNS SYS_NETNS=
 	return $rc
@@ -267,6 +288,10 @@ start_6f() {
 		sys_boot_start "$STD" "root=nbd:10.0.2.2:$PORT:ext4 init=/nosuch"
 }
 check_6f() { failed_init 'init=/nosuch is not an executable file in the root' 'find init in the root'; }
+start_6g() { sys_boot_start "$STD" "root=nbd:10.0.2.2:10809:ext4 BOOTIF=01-02-00-00-00-00-01 nbdboot.wait=4"; }
+check_6g() {
+	failed_init 'no interface with the MAC address of BOOTIF= here \(this machine has eth0\)' 'bring up the network'
+}
 
 start_7a() {
 	TIMEOUTS[7a]=40
@@ -293,9 +318,9 @@ check_7b() {
 
 declare -A NAMES
 NAMES=([1]="ip=dhcp (qemu), dracut's root=nbd:SRV:PORT:ext4, nbdkit" [2]="static ip=, partitioned, Debian's nbdroot=, qemu-nbd"
-	[3]="TLS root=nbds://, DHCP by default, kTLS" [4]="nbdboot.overlay=256m: writes in RAM, the image untouched"
+	[3]="TLS root=nbds://, DHCP by default, kTLS" [3b]="TLS through the proxy" [4]="nbdboot.overlay=256m: writes in RAM, the image untouched"
 	[5]="root=dhcp: the root-path from dnsmasq; init=" [6a]="failure: a bad command line" [6b]="failure: no network driver"
-	[6c]="failure: no carrier" [6d]="failure: no DHCP answer" [6e]="failure: no server" [6f]="failure: init= not in the root"
+	[6c]="failure: no carrier" [6d]="failure: no DHCP answer" [6e]="failure: no server" [6f]="failure: init= not in the root" [6g]="failure: BOOTIF= matches no interface"
 	[7a]="nbdboot.panic=0 waits" [7b]="nbdboot.panic=3 reboots after 3 s")
 
 # ==== 0: the images ===========================================================
@@ -367,7 +392,7 @@ collect() {
 }
 
 queue=()
-for b in 1 2 3 4 5 6a 6b 6c 6d 6e 6f 7a 7b; do wanted "${b%[a-z]}" && queue+=("$b"); done
+for b in 1 2 3 3b 4 5 6a 6b 6c 6d 6e 6f 6g 7a 7b; do wanted "${b%[a-z]}" && queue+=("$b"); done
 for b in "${queue[@]}"; do
 	[ "${#RUNNING[@]}" -lt 2 ] || collect
 	launch "$b"
