@@ -1335,11 +1335,10 @@ int nbd_parse_bootif(struct nbd_ipconf *ip, const char *value)
 	else if (len != 17)
 		return fail_usage("BOOTIF=%s is not 01-aa-bb-cc-dd-ee-ff", shown_name(value));
 	for (int i = 0; i < 6; i++, p += 3) {
-		static const char hex[] = "0123456789abcdef";
-		const char *hi = strchr(hex, p[0] | 0x20), *lo = strchr(hex, p[1] | 0x20);
-		if (!p[0] || !p[1] || !hi || !lo || (i < 5 && p[2] != '-' && p[2] != ':'))
+		int hi = hexval(p[0]), lo = hi < 0 ? -1 : hexval(p[1]);
+		if (lo < 0 || (i < 5 && p[2] != '-' && p[2] != ':'))
 			return fail_usage("BOOTIF=%s is not 01-aa-bb-cc-dd-ee-ff", shown_name(value));
-		ip->mac[i] = (uint8_t)((hi - hex) << 4 | (lo - hex));
+		ip->mac[i] = (uint8_t)(hi << 4 | lo);
 	}
 	ip->has_mac = true;
 	return 0;
