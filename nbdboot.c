@@ -1296,9 +1296,11 @@ int nbd_parse_ip(struct nbd_ipconf *ip, const char *value)
 		return 0;
 	}
 	if (n == 2) { /* ip=DEVICE:dhcp */
-		if (ip_device(ip, f[0]) || (auto_ = ip_autoconf(f[1])) < 0 || !*f[1])
-			return err.cls ? -1 : fail_usage("ip=%s: '%s' is not off, none, on, any, dhcp, "
-							 "bootp or both", shown_name(value), shown_name(f[1]));
+		if (ip_device(ip, f[0]))
+			return -1;
+		if ((auto_ = ip_autoconf(f[1])) < 0 || !*f[1])
+			return fail_usage("ip: autoconf '%s' is not off, none, on, any, dhcp, bootp or both",
+					  shown_name(f[1]));
 		ip->off = !auto_;
 		ip->dhcp = auto_ == 1;
 		return 0;
