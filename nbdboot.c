@@ -1287,7 +1287,11 @@ int nbd_parse_ip(struct nbd_ipconf *ip, const char *value)
 	}
 	if (p)
 		return fail_usage("ip: '%s' has more than 10 fields", shown_name(value));
-	if (n == 1) { /* ip=dhcp, ip=off, ... */
+	/* The kernel's ip=CLIENT and ip=CLIENT:SERVER are the full form cut short */
+	struct in_addr a;
+	bool short_form = n <= 2 && inet_pton(AF_INET, f[0], &a) == 1 &&
+			  (n == 1 || !*f[1] || ip_autoconf(f[1]) < 0);
+	if (n == 1 && !short_form) { /* ip=dhcp, ip=off, ... */
 		if ((auto_ = ip_autoconf(f[0])) < 0 || !*f[0])
 			return fail_usage("ip=%s is not off, none, on, any, dhcp, bootp or both, nor "
 					  "CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF", shown_name(value));
@@ -1295,7 +1299,7 @@ int nbd_parse_ip(struct nbd_ipconf *ip, const char *value)
 		ip->dhcp = auto_ == 1;
 		return 0;
 	}
-	if (n == 2) { /* ip=DEVICE:dhcp */
+	if (n == 2 && !short_form) { /* ip=DEVICE:dhcp */
 		if (ip_device(ip, f[0]))
 			return -1;
 		if ((auto_ = ip_autoconf(f[1])) < 0 || !*f[1])
@@ -1305,7 +1309,8 @@ int nbd_parse_ip(struct nbd_ipconf *ip, const char *value)
 		ip->dhcp = auto_ == 1;
 		return 0;
 	}
-	if (ip_field(f[0], &ip->addr, "client address") || ip_field(f[1], &ip->server, "server address") ||
+	if (ip_field(f[0], &ip->addr, "client address") ||
+	    (n > 1 && ip_field(f[1], &ip->server, "server address")) ||
 	    (n > 2 && ip_field(f[2], &ip->gateway, "gateway")) ||
 	    (n > 3 && ip_field(f[3], &ip->netmask, "netmask")) ||
 	    (n > 4 && *f[4] && ip_hostname(ip, f[4])) || (n > 5 && *f[5] && ip_device(ip, f[5])) ||
