@@ -1356,6 +1356,7 @@ static int set_overlay(struct nbd_boot *b, const char *v)
 {
 	size_t n = strspn(v, DIGITS);
 	b->overlay = true;
+	b->overlay_size[0] = 0; /* the last one given wins */
 	if (!strcmp(v, "tmpfs"))
 		return 0;
 	if (!n || n >= sizeof b->overlay_size - 1 || (v[n] && (v[n + 1] || !strchr("kKmMgG%", v[n]))))
