@@ -1048,10 +1048,10 @@ static const char *dhcp_env(const char *name)
 static int cmdline_debian(struct nbd_config *cfg, char *v)
 {
 	char *comma = strchr(v, ','), *slash, *colon;
-	const char *env_path = dhcp_env("ROOTPATH"), *env_srv = dhcp_env("ROOTSERVER");
+	const char *env_path, *env_srv;
 	if (!*v || !strcmp(v, "dhcp")) {
 		static char dhcp[NBD_ROOTPATH_MAX + 1];
-		if (!env_path || !*env_path)
+		if (!(env_path = dhcp_env("ROOTPATH")) || !*env_path)
 			return fail_usage("nbdroot=%s needs the DHCP root-path (ROOTPATH), which is not set", v);
 		if (copy_str(dhcp, sizeof dhcp, env_path, "the DHCP root-path (ROOTPATH)"))
 			return fail_prefix("nbdroot");
@@ -1078,7 +1078,7 @@ static int cmdline_debian(struct nbd_config *cfg, char *v)
 		return fail_prefix("nbdroot");
 	*slash = 0;
 	if (!*v) {
-		if (!env_srv || !*env_srv)
+		if (!(env_srv = dhcp_env("ROOTSERVER")) || !*env_srv)
 			return fail_usage("nbdroot=/NAME needs the DHCP server (ROOTSERVER), which is not set");
 		return set_host(cfg, env_srv, strlen(env_srv)) ? fail_prefix("nbdroot") : 0;
 	}
