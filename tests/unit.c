@@ -1461,8 +1461,8 @@ static const char *parse_reply(const uint8_t *opts, size_t olen, struct nbd_leas
 	return nbd_dhcp_parse(p, n, htonl(CLIENT_XID), client_mac, l);
 }
 
-/* An ACK with option code holding len bytes of text. */
-static const char *parse_ack_with(uint8_t code, const char *text, size_t len, struct nbd_lease *l)
+/* An ACK with option code holding len bytes of text, into p; its length. */
+static size_t ack_with(uint8_t *p, uint8_t code, const char *text, size_t len)
 {
 	static const uint8_t ack[] = { ACK_OPTS };
 	uint8_t o[sizeof ack + 2 + 255 + 1];
@@ -1471,7 +1471,14 @@ static const char *parse_ack_with(uint8_t code, const char *text, size_t len, st
 	o[sizeof ack + 1] = (uint8_t)len;
 	memcpy(o + sizeof ack + 2, text, len);
 	o[sizeof ack + 2 + len] = DHCP_OPT_END;
-	return parse_reply(o, sizeof ack + 3 + len, l);
+	return server_reply(p, o, sizeof ack + 3 + len);
+}
+
+static const char *parse_ack_with(uint8_t code, const char *text, size_t len, struct nbd_lease *l)
+{
+	static uint8_t p[DHCP_PACKET_MAX];
+	size_t n = ack_with(p, code, text, len);
+	return nbd_dhcp_parse(p, n, htonl(CLIENT_XID), client_mac, l);
 }
 
 /* The value of option code in a packet nbd_dhcp_build made; NULL if absent. */
@@ -1546,6 +1553,16 @@ static void test_dhcp_build(void)
 	       nbd_dhcp_build(p, AT_BOOTP + DHCP_MIN_LEN - 1, 1, client_mac, 0, NULL, NULL) == 0, "built");
 }
 
+/* Option overload (52): more options in file (1), sname (2), or both (3):
+ * an ACK with its server id and netmask in file, its root-path in sname. */
+static size_t overload_reply(uint8_t *p)
+{
+	size_t n = server_reply(p, O(53, 1, DHCP_ACK, 52, 1, 3, 255));
+	memcpy(p + AT_FILE, "\x36\x04\x0a\x00\x03\x01\x01\x04\xff\xff\x00\x00\xff", 13);
+	memcpy(p + AT_SNAME, "\x11\x05/boot\xff", 8);
+	return n;
+}
+
 static void test_dhcp_parse(void)
 {
 	struct nbd_lease l;
@@ -1599,11 +1616,8 @@ static void test_dhcp_parse(void)
 	report("dhcp parse: pads are skipped and nothing after END is read", !why && l.type == DHCP_ACK,
 	       why ? why : "refused");
 
-	/* Option overload (52): more options in file (1), sname (2), or both */
 	static uint8_t p[DHCP_PACKET_MAX];
-	size_t n = server_reply(p, O(53, 1, DHCP_ACK, 52, 1, 3, 255));
-	memcpy(p + AT_FILE, "\x36\x04\x0a\x00\x03\x01\x01\x04\xff\xff\x00\x00\xff", 13);
-	memcpy(p + AT_SNAME, "\x11\x05/boot\xff", 8);
+	size_t n = overload_reply(p);
 	why = nbd_dhcp_parse(p, n, htonl(CLIENT_XID), client_mac, &l);
 	report("dhcp parse: option overload: options in file and sname",
 	       !why && l.server_id == addr_of("10.0.3.1") && l.netmask == addr_of("255.255.0.0") &&
@@ -1702,6 +1716,15 @@ static const struct dhcp_bad dhcp_bad[] = {
 	  "not for the DHCP client port" },
 };
 
+/* The case's packet into p; its length. */
+static size_t bad_reply(uint8_t *p, const struct dhcp_bad *t)
+{
+	size_t n = server_reply(p, t->opts, t->olen);
+	for (int b = 0; b < t->width; b++)
+		p[t->at + b] = (uint8_t)(t->val >> 8 * (t->width - 1 - b));
+	return t->cut ? t->cut : n;
+}
+
 static void test_dhcp_refusals(void)
 {
 	static uint8_t p[DHCP_PACKET_MAX];
@@ -1709,11 +1732,7 @@ static void test_dhcp_refusals(void)
 		const struct dhcp_bad *t = &dhcp_bad[i];
 		struct nbd_lease l;
 		char name[128];
-		size_t n = server_reply(p, t->opts, t->olen);
-		for (int b = 0; b < t->width; b++)
-			p[t->at + b] = (uint8_t)(t->val >> 8 * (t->width - 1 - b));
-		if (t->cut)
-			n = t->cut;
+		size_t n = bad_reply(p, t);
 		const char *why = nbd_dhcp_parse(p, n, htonl(CLIENT_XID), client_mac, &l);
 		snprintf(name, sizeof name, "dhcp parse: refused: %s", t->name);
 		report(name, why && strstr(why, t->errpart), why ? why : "accepted");
