@@ -38,7 +38,7 @@ SANFLAGS := -std=c11 $(WARN) -g -O1 -fsanitize=address,undefined -fno-omit-frame
 # always with TLS, linked against the glibc BearSSL build.  clang warns about
 # nbdboot's own vfmt() taking a format argument; gcc does not.
 CC_FUZZ      ?= clang
-FUZZ_TARGETS := cmdline uri argv handshake san
+FUZZ_TARGETS := cmdline uri argv handshake san dhcp ip
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 60
 FUZZFLAGS := -std=c11 $(WARN) -Wno-format-nonliteral -g -O1 -fsanitize=fuzzer,address,undefined \

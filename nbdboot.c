@@ -1056,10 +1056,10 @@ static const char *dhcp_env(const char *name)
 static int cmdline_debian(struct nbd_config *cfg, char *v)
 {
 	char *comma = strchr(v, ','), *slash, *colon;
-	const char *env_path = dhcp_env("ROOTPATH"), *env_srv = dhcp_env("ROOTSERVER");
+	const char *env_path, *env_srv;
 	if (!*v || !strcmp(v, "dhcp")) {
 		static char dhcp[NBD_ROOTPATH_MAX + 1];
-		if (!env_path || !*env_path)
+		if (!(env_path = dhcp_env("ROOTPATH")) || !*env_path)
 			return fail_usage("nbdroot=%s needs the DHCP root-path (ROOTPATH), which is not set", v);
 		if (copy_str(dhcp, sizeof dhcp, env_path, "the DHCP root-path (ROOTPATH)"))
 			return fail_prefix("nbdroot");
@@ -1086,7 +1086,7 @@ static int cmdline_debian(struct nbd_config *cfg, char *v)
 		return fail_prefix("nbdroot");
 	*slash = 0;
 	if (!*v) {
-		if (!env_srv || !*env_srv)
+		if (!(env_srv = dhcp_env("ROOTSERVER")) || !*env_srv)
 			return fail_usage("nbdroot=/NAME needs the DHCP server (ROOTSERVER), which is not set");
 		return set_host(cfg, env_srv, strlen(env_srv)) ? fail_prefix("nbdroot") : 0;
 	}
@@ -1295,7 +1295,11 @@ int nbd_parse_ip(struct nbd_ipconf *ip, const char *value)
 	}
 	if (p)
 		return fail_usage("ip: '%s' has more than 10 fields", shown_name(value));
-	if (n == 1) { /* ip=dhcp, ip=off, ... */
+	/* The kernel's ip=CLIENT and ip=CLIENT:SERVER are the full form cut short */
+	struct in_addr a;
+	bool short_form = n <= 2 && inet_pton(AF_INET, f[0], &a) == 1 &&
+			  (n == 1 || !*f[1] || ip_autoconf(f[1]) < 0);
+	if (n == 1 && !short_form) { /* ip=dhcp, ip=off, ... */
 		if ((auto_ = ip_autoconf(f[0])) < 0 || !*f[0])
 			return fail_usage("ip=%s is not off, none, on, any, dhcp, bootp or both, nor "
 					  "CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF", shown_name(value));
@@ -1303,15 +1307,18 @@ int nbd_parse_ip(struct nbd_ipconf *ip, const char *value)
 		ip->dhcp = auto_ == 1;
 		return 0;
 	}
-	if (n == 2) { /* ip=DEVICE:dhcp */
-		if (ip_device(ip, f[0]) || (auto_ = ip_autoconf(f[1])) < 0 || !*f[1])
-			return err.cls ? -1 : fail_usage("ip=%s: '%s' is not off, none, on, any, dhcp, "
-							 "bootp or both", shown_name(value), shown_name(f[1]));
+	if (n == 2 && !short_form) { /* ip=DEVICE:dhcp */
+		if (ip_device(ip, f[0]))
+			return -1;
+		if ((auto_ = ip_autoconf(f[1])) < 0 || !*f[1])
+			return fail_usage("ip: autoconf '%s' is not off, none, on, any, dhcp, bootp or both",
+					  shown_name(f[1]));
 		ip->off = !auto_;
 		ip->dhcp = auto_ == 1;
 		return 0;
 	}
-	if (ip_field(f[0], &ip->addr, "client address") || ip_field(f[1], &ip->server, "server address") ||
+	if (ip_field(f[0], &ip->addr, "client address") ||
+	    (n > 1 && ip_field(f[1], &ip->server, "server address")) ||
 	    (n > 2 && ip_field(f[2], &ip->gateway, "gateway")) ||
 	    (n > 3 && ip_field(f[3], &ip->netmask, "netmask")) ||
 	    (n > 4 && *f[4] && ip_hostname(ip, f[4])) || (n > 5 && *f[5] && ip_device(ip, f[5])) ||
@@ -1343,11 +1350,10 @@ int nbd_parse_bootif(struct nbd_ipconf *ip, const char *value)
 	else if (len != 17)
 		return fail_usage("BOOTIF=%s is not 01-aa-bb-cc-dd-ee-ff", shown_name(value));
 	for (int i = 0; i < 6; i++, p += 3) {
-		static const char hex[] = "0123456789abcdef";
-		const char *hi = strchr(hex, p[0] | 0x20), *lo = strchr(hex, p[1] | 0x20);
-		if (!p[0] || !p[1] || !hi || !lo || (i < 5 && p[2] != '-' && p[2] != ':'))
+		int hi = hexval(p[0]), lo = hi < 0 ? -1 : hexval(p[1]);
+		if (lo < 0 || (i < 5 && p[2] != '-' && p[2] != ':'))
 			return fail_usage("BOOTIF=%s is not 01-aa-bb-cc-dd-ee-ff", shown_name(value));
-		ip->mac[i] = (uint8_t)((hi - hex) << 4 | (lo - hex));
+		ip->mac[i] = (uint8_t)(hi << 4 | lo);
 	}
 	ip->has_mac = true;
 	return 0;
@@ -1358,6 +1364,7 @@ static int set_overlay(struct nbd_boot *b, const char *v)
 {
 	size_t n = strspn(v, DIGITS);
 	b->overlay = true;
+	b->overlay_size[0] = 0; /* the last one given wins */
 	if (!strcmp(v, "tmpfs"))
 		return 0;
 	if (!n || n >= sizeof b->overlay_size - 1 || (v[n] && (v[n + 1] || !strchr("kKmMgG%", v[n]))))

@@ -618,9 +618,10 @@ int nbd_cmdline_option(struct nbd_config *cfg, const char *word);
 #define NBD_ENV_MAX (4 * NBD_ENV_VALUES_MAX + 15 * 24)
 size_t nbd_format_env(const struct nbd_config *cfg, char *buf, size_t size);
 
-/* ip=CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF:DNS0:DNS1[:NTP], or
- * ip=off|none|on|any|dhcp|bootp|both, or ip=DEVICE:dhcp: the value into ip.
- * 0, or -1 with the reason kept. */
+/* ip=CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF:DNS0:DNS1[:NTP] (or
+ * its first fields, as the kernel takes it), or ip=off|none|on|any|dhcp|
+ * bootp|both, or ip=DEVICE:dhcp: the value into ip.  0, or -1 with the
+ * reason kept. */
 int nbd_parse_ip(struct nbd_ipconf *ip, const char *value);
 /* BOOTIF=01-aa-bb-cc-dd-ee-ff (PXE), the leading type optional. */
 int nbd_parse_bootif(struct nbd_ipconf *ip, const char *value);

@@ -991,6 +991,141 @@ static void test_cmdline(void)
 	unsetenv("ROOTSERVER");
 }
 
+/* root=dhcp, netroot=dhcp, nbdroot=dhcp: the DHCP root-path in each grammar */
+struct dhcp_root_case {
+	const char *name, *text, *rootpath;
+	const char *host, *port, *export_name, *fstype;
+	bool tls;
+};
+
+static const struct dhcp_root_case dhcp_root_cases[] = {
+	{ "root=dhcp, root-path in dracut's form", "root=dhcp", "nbd:10.0.3.1:10809:ext4", "10.0.3.1",
+	  "10809", "", "ext4" },
+	{ "root=dhcp, root-path in dracut's form with a name", "root=dhcp", "nbd:10.0.3.1:rootfs:xfs:noatime",
+	  "10.0.3.1", "10809", "rootfs", "xfs" },
+	{ "root=dhcp, root-path an NBD URI", "root=dhcp", "nbd://10.0.3.1/rootfs", "10.0.3.1", "10809",
+	  "rootfs" },
+	{ "root=dhcp, root-path an nbds URI", "root=dhcp", "nbds://10.0.3.1:10900/rootfs", "10.0.3.1", "10900",
+	  "rootfs", .tls = true },
+	{ "root=dhcp, root-path in Debian's HOST:PORT/NAME", "root=dhcp", "10.0.3.1:10809/rootfs", "10.0.3.1",
+	  "10809", "rootfs" },
+	{ "root=dhcp, root-path in Debian's SRV,NAME", "root=dhcp", "10.0.3.1,rootfs", "10.0.3.1", "10809",
+	  "rootfs" },
+	{ "netroot=dhcp, root-path in dracut's form", "netroot=dhcp", "nbd:10.0.3.1:10809:ext4", "10.0.3.1",
+	  "10809", "", "ext4" },
+	{ "netroot=dhcp, root-path an NBD URI", "netroot=dhcp", "nbd://10.0.3.1/rootfs", "10.0.3.1", "10809",
+	  "rootfs" },
+	{ "netroot=dhcp, root-path in Debian's form", "netroot=dhcp", "10.0.3.1:10809/rootfs", "10.0.3.1",
+	  "10809", "rootfs" },
+	{ "nbdroot=dhcp, root-path in Debian's form", "nbdroot=dhcp", "10.0.3.1:10809/rootfs", "10.0.3.1",
+	  "10809", "rootfs" },
+	{ "nbdroot= empty, root-path in Debian's form", "nbdroot=", "10.0.3.1,rootfs", "10.0.3.1", "10809",
+	  "rootfs" },
+};
+
+static bool dhcp_root_ok(const struct dhcp_root_case *t, const struct nbd_config *cfg)
+{
+	return !strcmp(cfg->host, t->host) && !strcmp(cfg->port, t->port) &&
+	       !strcmp(cfg->name, t->export_name) && !strcmp(cfg->fstype, S_(t->fstype)) &&
+	       cfg->tls == t->tls && !strcmp(cfg->device, "/dev/nbd0");
+}
+
+static void test_cmdline_dhcp_root(void)
+{
+	static struct nbd_config cfg;
+	char name[200];
+	unsetenv("ROOTPATH");
+	unsetenv("ROOTSERVER");
+	for (size_t i = 0; i < sizeof dhcp_root_cases / sizeof dhcp_root_cases[0]; i++) {
+		const struct dhcp_root_case *t = &dhcp_root_cases[i];
+		/* as an initramfs's DHCP client leaves it: the environment */
+		memset(&boot_env, 0, sizeof boot_env);
+		setenv("ROOTPATH", t->rootpath, 1);
+		config_defaults(&cfg);
+		nbd_error_clear();
+		snprintf(name, sizeof name, "cmdline: %s (ROOTPATH)", t->name);
+		report(name, nbd_parse_cmdline(&cfg, t->text) == 0 && dhcp_root_ok(t, &cfg) && !boot_env.missed,
+		       nbd_last_error()[0] ? nbd_last_error() : cfg.host);
+		/* as the /init mode's own DHCP client leaves it */
+		unsetenv("ROOTPATH");
+		memset(&boot_env, 0, sizeof boot_env);
+		snprintf(boot_env.rootpath, sizeof boot_env.rootpath, "%s", t->rootpath);
+		snprintf(boot_env.rootserver, sizeof boot_env.rootserver, "10.0.3.1");
+		config_defaults(&cfg);
+		nbd_error_clear();
+		snprintf(name, sizeof name, "cmdline: %s (the /init mode's DHCP)", t->name);
+		report(name, nbd_parse_cmdline(&cfg, t->text) == 0 && dhcp_root_ok(t, &cfg) && !boot_env.missed,
+		       nbd_last_error()[0] ? nbd_last_error() : cfg.host);
+	}
+	memset(&boot_env, 0, sizeof boot_env);
+	setenv("ROOTPATH", "10.9.9.9:/other", 1);
+	snprintf(boot_env.rootpath, sizeof boot_env.rootpath, "10.0.3.1:/rootfs");
+	config_defaults(&cfg);
+	nbd_error_clear();
+	report("cmdline: root=dhcp: the /init mode's own root-path wins over the environment",
+	       nbd_parse_cmdline(&cfg, "root=dhcp") == 0 && !strcmp(cfg.host, "10.0.3.1"), cfg.host);
+	unsetenv("ROOTPATH");
+	memset(&boot_env, 0, sizeof boot_env);
+	config_defaults(&cfg);
+	nbd_error_clear();
+	report("cmdline: root=dhcp without a root-path names option 17",
+	       nbd_parse_cmdline(&cfg, "root=dhcp") == -1 &&
+		       strstr(nbd_last_error(), "root=dhcp needs the DHCP root-path (option 17"),
+	       nbd_last_error());
+	report("cmdline: ... and marks the value missed (the /init mode asks again after DHCP)", boot_env.missed,
+	       "not marked");
+	memset(&boot_env, 0, sizeof boot_env);
+	nbd_error_clear();
+	report("cmdline: netroot=dhcp without a root-path names option 17",
+	       nbd_parse_cmdline(&cfg, "netroot=dhcp") == -1 && strstr(nbd_last_error(), "netroot=dhcp needs") &&
+		       strstr(nbd_last_error(), "option 17") && boot_env.missed,
+	       nbd_last_error());
+	memset(&boot_env, 0, sizeof boot_env);
+	nbd_error_clear();
+	report("cmdline: nbdroot=/NAME without a DHCP server marks it missed",
+	       nbd_parse_cmdline(&cfg, "nbdroot=/rootfs") == -1 && strstr(nbd_last_error(), "ROOTSERVER") &&
+		       boot_env.missed,
+	       nbd_last_error());
+	memset(&boot_env, 0, sizeof boot_env);
+	config_defaults(&cfg);
+	nbd_error_clear();
+	report("cmdline: nbdroot=HOST:PORT/NAME needs nothing from DHCP (nothing missed)",
+	       nbd_parse_cmdline(&cfg, "nbdroot=10.0.3.1:10809/rootfs") == 0 && !boot_env.missed,
+	       nbd_last_error()[0] ? nbd_last_error() : "marked missed");
+	memset(&boot_env, 0, sizeof boot_env);
+	nbd_error_clear();
+	report("cmdline: a malformed nbdroot= is not blamed on DHCP (nothing missed)",
+	       nbd_parse_cmdline(&cfg, "nbdroot=justahost") == -1 && !boot_env.missed,
+	       nbd_last_error());
+	memset(&boot_env, 0, sizeof boot_env);
+	config_defaults(&cfg);
+	nbd_error_clear();
+	report("cmdline: root=nbd:... needs nothing from DHCP (nothing missed)",
+	       nbd_parse_cmdline(&cfg, "root=nbd:10.0.3.1:rootfs") == 0 && !boot_env.missed, nbd_last_error());
+	memset(&boot_env, 0, sizeof boot_env);
+	setenv("ROOTPATH", "nbd:10.0.3.1:99999", 1);
+	config_defaults(&cfg);
+	nbd_error_clear();
+	report("cmdline: root=dhcp: a bad root-path is blamed on root",
+	       nbd_parse_cmdline(&cfg, "root=dhcp") == -1 && strstr(nbd_last_error(), "root: port 99999"),
+	       nbd_last_error());
+	setenv("ROOTPATH", "nbd://10.0.3.1:x/", 1);
+	config_defaults(&cfg);
+	nbd_error_clear();
+	report("cmdline: root=dhcp: a bad URI root-path is blamed on root",
+	       nbd_parse_cmdline(&cfg, "root=dhcp") == -1 && !strncmp(nbd_last_error(), "root: ", 6),
+	       nbd_last_error());
+	setenv("ROOTPATH", "10.0.3.1:/rootfs", 1);
+	config_defaults(&cfg);
+	nbd_error_clear();
+	report("cmdline: root=dhcp and netroot=dhcp together name two roots",
+	       nbd_parse_cmdline(&cfg, "root=dhcp netroot=dhcp") == -1 &&
+		       strstr(nbd_last_error(), "more than one NBD root"),
+	       nbd_last_error());
+	unsetenv("ROOTPATH");
+	memset(&boot_env, 0, sizeof boot_env);
+}
+
 /* ---- --print-env: what the shell reads back ------------------------------------ */
 
 /* Run text through sh's eval and print NAME's value back. */
@@ -1038,6 +1173,665 @@ static void test_print_env(void)
 	n = nbd_format_env(&cfg, small, sizeof small);
 	report("print-env: a short buffer reports the whole length needed",
 	       n > sizeof small && strlen(small) == sizeof small - 1, "wrong length");
+}
+
+/* ---- /init mode: ip=, BOOTIF= and the boot words ------------------------------- */
+
+struct ip_case {
+	const char *name, *value;
+	int rc;
+	bool dhcp, off;
+	const char *addr, *server, *gateway, *netmask, *hostname, *device, *dns0, *dns1;
+	const char *errpart;
+};
+
+static const struct ip_case ip_cases[] = {
+	{ "ip=dhcp", "dhcp", 0, .dhcp = true },
+	{ "ip=on", "on", 0, .dhcp = true },
+	{ "ip=any", "any", 0, .dhcp = true },
+	{ "ip=bootp", "bootp", 0, .dhcp = true },
+	{ "ip=both", "both", 0, .dhcp = true },
+	{ "ip=off", "off", 0, .off = true },
+	{ "ip=none", "none", 0, .off = true },
+	{ "ip=DEVICE:dhcp names the interface", "eth1:dhcp", 0, .dhcp = true, .device = "eth1" },
+	{ "ip=DEVICE:off", "eth1:off", 0, .off = true, .device = "eth1" },
+	{ "ip= full static form, every field in network byte order",
+	  "10.0.2.15:10.0.2.2:10.0.2.1:255.255.255.0:box-1.lan:eth0:off:10.0.2.3:10.0.2.4", 0,
+	  .addr = "10.0.2.15", .server = "10.0.2.2", .gateway = "10.0.2.1", .netmask = "255.255.255.0",
+	  .hostname = "box-1.lan", .device = "eth0", .dns0 = "10.0.2.3", .dns1 = "10.0.2.4" },
+	{ "ip= a client address with an empty autoconf is static",
+	  "10.0.2.15::10.0.2.1:255.255.0.0::eth0:", 0, .addr = "10.0.2.15", .gateway = "10.0.2.1",
+	  .netmask = "255.255.0.0", .device = "eth0" },
+	{ "ip= a client address and no autoconf field is static", "10.0.2.15::10.0.2.1:255.255.0.0", 0,
+	  .addr = "10.0.2.15", .gateway = "10.0.2.1", .netmask = "255.255.0.0" },
+	{ "ip= a client address with autoconf dhcp asks DHCP", "10.0.2.15::::::dhcp", 0, .dhcp = true,
+	  .addr = "10.0.2.15" },
+	{ "ip= no client address, empty autoconf: DHCP", ":::::eth0:", 0, .dhcp = true, .device = "eth0" },
+	{ "ip= no client address, autoconf off: off", ":::::eth0:off", 0, .off = true, .device = "eth0" },
+	{ "ip=CLIENT alone, the kernel's shortest static form", "10.0.2.15", 0, .addr = "10.0.2.15" },
+	{ "ip=CLIENT:SERVER", "10.0.2.15:10.0.2.2", 0, .addr = "10.0.2.15", .server = "10.0.2.2" },
+	{ "ip=CLIENT:SERVER with a bad server", "10.0.2.15:10.0.2.x", -1,
+	  .errpart = "server address '10.0.2.x' is not an IPv4 address" },
+	{ "ip= the tenth field (NTP) is read past", "10.0.2.15:::::::::10.0.2.5", 0, .addr = "10.0.2.15" },
+	{ "ip= DNS servers without an address (DHCP)", ":::::::10.0.2.3:10.0.2.4", 0, .dhcp = true,
+	  .dns0 = "10.0.2.3", .dns1 = "10.0.2.4" },
+	{ "ip= a bad client address", "10.0.2.300::10.0.2.1:255.255.255.0::eth0:off", -1,
+	  .errpart = "client address '10.0.2.300' is not an IPv4 address" },
+	{ "ip= a bad gateway", "10.0.2.15::gw:255.255.255.0", -1, .errpart = "gateway 'gw' is not an IPv4" },
+	{ "ip= a bad DNS server", "10.0.2.15:::::::10.0.2.3:x", -1, .errpart = "second DNS server 'x'" },
+	{ "ip= a netmask that is not contiguous", "10.0.2.15::10.0.2.1:255.0.255.0", -1,
+	  .errpart = "netmask 255.0.255.0 is not contiguous" },
+	{ "ip= more than 10 fields", "1:2:3:4:5:6:7:8:9:10:11", -1, .errpart = "more than 10 fields" },
+	{ "ip= a host name with '_'", "10.0.2.15::::bad_name", -1, .errpart = "host name 'bad_name'" },
+	{ "ip= a host name of 64 bytes",
+	  "10.0.2.15::::aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", -1,
+	  .errpart = "is not a host name" },
+	{ "ip= a device name with '/'", "10.0.2.15:::::a/b", -1, .errpart = "'a/b' is not an interface name" },
+	{ "ip=DEVICE:dhcp with '/' in the device", "a/b:dhcp", -1,
+	  .errpart = "'a/b' is not an interface name" },
+	{ "ip= a device name of 15 bytes", ":::::eth0123456789ab:dhcp", 0, .dhcp = true,
+	  .device = "eth0123456789ab" },
+	{ "ip= a device name of 16 bytes", ":::::eth0123456789abc:dhcp", -1,
+	  .errpart = "'eth0123456789abc' is not an interface name" },
+	{ "ip= the device '..'", ":::::..:dhcp", -1, .errpart = "'..' is not an interface name" },
+	{ "ip=rarp: no RARP client", "rarp", -1, .errpart = "ip=rarp is not off, none, on" },
+	{ "ip=dhcp6 is refused (IPv4 only)", "dhcp6", -1, .errpart = "ip=dhcp6 is not" },
+	{ "ip=DEVICE:dhcp6 is refused", "eth0:dhcp6", -1, .errpart = "ip: autoconf 'dhcp6' is not off" },
+	{ "ip= autoconf rarp in the full form", "10.0.2.15::::::rarp", -1,
+	  .errpart = "autoconf 'rarp' is not off" },
+	{ "ip= autoconf dhcp6 in the full form", ":::::eth0:dhcp6", -1, .errpart = "autoconf 'dhcp6'" },
+	{ "ip= an empty value", "", -1, .errpart = "ip= is not off" },
+	{ "ip= an unknown word", "static", -1, .errpart = "ip=static is not off" },
+};
+
+static uint32_t addr_of(const char *s)
+{
+	struct in_addr a = { 0 };
+	if (s)
+		inet_pton(AF_INET, s, &a);
+	return a.s_addr;
+}
+
+static void test_ip(void)
+{
+	for (size_t i = 0; i < sizeof ip_cases / sizeof ip_cases[0]; i++) {
+		const struct ip_case *t = &ip_cases[i];
+		struct nbd_ipconf ip;
+		char why[1024] = "", name[160];
+		memset(&ip, 0, sizeof ip);
+		nbd_error_clear();
+		int rc = nbd_parse_ip(&ip, t->value);
+		snprintf(name, sizeof name, "ip: %s", t->name);
+		if (rc != t->rc)
+			snprintf(why, sizeof why, "rc %d, error '%s'", rc, nbd_last_error());
+		else if (rc && !strstr(nbd_last_error(), t->errpart))
+			snprintf(why, sizeof why, "error '%s' lacks '%s'", nbd_last_error(), t->errpart);
+		else if (rc && strchr(nbd_last_error(), '\n'))
+			snprintf(why, sizeof why, "error '%s' is more than one line", nbd_last_error());
+		else if (!rc && (!ip.given || ip.dhcp != t->dhcp || ip.off != t->off ||
+				 ip.addr != addr_of(t->addr) || ip.server != addr_of(t->server) ||
+				 ip.gateway != addr_of(t->gateway) || ip.netmask != addr_of(t->netmask) ||
+				 strcmp(ip.hostname, S_(t->hostname)) || strcmp(ip.device, S_(t->device)) ||
+				 ip.dns[0] != addr_of(t->dns0) || ip.dns[1] != addr_of(t->dns1)))
+			snprintf(why, sizeof why, "got dhcp %d off %d addr %08x server %08x gw %08x mask %08x "
+				 "host '%s' dev '%s' dns %08x %08x", ip.dhcp, ip.off, ntohl(ip.addr),
+				 ntohl(ip.server), ntohl(ip.gateway), ntohl(ip.netmask), ip.hostname,
+				 ip.device, ntohl(ip.dns[0]), ntohl(ip.dns[1]));
+		report(name, !why[0], why);
+	}
+	char longer[600];
+	struct nbd_ipconf ip = { 0 };
+	memset(longer, '1', sizeof longer - 1);
+	longer[sizeof longer - 1] = 0;
+	nbd_error_clear();
+	report("ip: a value of 599 bytes is too long",
+	       nbd_parse_ip(&ip, longer) == -1 && strstr(nbd_last_error(), "ip: the value is too long"),
+	       nbd_last_error());
+}
+
+struct bootif_case {
+	const char *name, *value;
+	int rc;
+	uint8_t mac[6];
+};
+
+static const struct bootif_case bootif_cases[] = {
+	{ "PXE's form, type 01 first", "01-52-54-00-12-34-56", 0, { 0x52, 0x54, 0, 0x12, 0x34, 0x56 } },
+	{ "without the type", "52-54-00-12-34-56", 0, { 0x52, 0x54, 0, 0x12, 0x34, 0x56 } },
+	{ "upper case", "01-AA-BB-CC-DD-EE-0F", 0, { 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x0f } },
+	{ "colons", "52:54:00:ab:cd:ef", 0, { 0x52, 0x54, 0, 0xab, 0xcd, 0xef } },
+	{ "a 01 without the type is the MAC's first byte", "01-52-54-00-12-34", 0,
+	  { 0x01, 0x52, 0x54, 0, 0x12, 0x34 } },
+	{ "five bytes are refused", "52-54-00-12-34", -1 },
+	{ "five and a half bytes are refused", "01-52-54-00-12-34-5", -1 },
+	{ "seven bytes are refused", "01-52-54-00-12-34-56-78", -1 },
+	{ "a type other than Ethernet is refused", "06-52-54-00-12-34-56", -1 },
+	{ "a non-hex digit is refused", "52-54-00-12-34-5g", -1 },
+	{ "no separators is refused", "5254001234560000x", -1 },
+	{ "a control byte that looks like a digit once lowered is refused", "52-54-00-12-34-\x15" "6", -1 },
+	{ "empty is refused", "", -1 },
+};
+
+static void test_bootif(void)
+{
+	for (size_t i = 0; i < sizeof bootif_cases / sizeof bootif_cases[0]; i++) {
+		const struct bootif_case *t = &bootif_cases[i];
+		struct nbd_ipconf ip;
+		char name[128];
+		memset(&ip, 0, sizeof ip);
+		nbd_error_clear();
+		int rc = nbd_parse_bootif(&ip, t->value);
+		snprintf(name, sizeof name, "BOOTIF: %s", t->name);
+		if (t->rc)
+			report(name, rc == -1 && !ip.has_mac && strstr(nbd_last_error(), "is not 01-aa-bb"),
+			       rc ? nbd_last_error() : "accepted");
+		else
+			report(name, rc == 0 && ip.has_mac && !memcmp(ip.mac, t->mac, 6), nbd_last_error());
+	}
+	static const uint8_t mac[6] = { 0x52, 0x54, 0, 0x12, 0x34, 0x56 };
+	struct nbd_boot b;
+	bool ok = nbd_parse_boot(&b, "BOOTIF=01-52-54-00-12-34-56 ip=eth9:dhcp ip=10.0.2.15:::::eth0:off") == 0 &&
+		  b.ip.has_mac && !memcmp(b.ip.mac, mac, 6) && !b.ip.dhcp && !strcmp(b.ip.device, "eth0") &&
+		  b.ip.addr == addr_of("10.0.2.15");
+	report("ip: the last ip= wins and keeps BOOTIF's MAC", ok, nbd_last_error());
+	ok = nbd_parse_boot(&b, "ip=dhcp BOOTIF=01-52-54-00-12-34-56") == 0 && b.ip.dhcp && b.ip.has_mac &&
+	     !memcmp(b.ip.mac, mac, 6);
+	report("ip: BOOTIF= after ip= adds the MAC", ok, nbd_last_error());
+}
+
+struct boot_case {
+	const char *name, *text;
+	int rc;
+	bool rw, overlay;
+	const char *init, *overlay_size;
+	int panic_s;   /* 0 here: NBD_PANIC_UNSET; else the value + 1 */
+	uint32_t wait; /* 0 here: NBD_WAIT_DEFAULT; else the value + 1 */
+	const char *errpart;
+};
+
+static const struct boot_case boot_cases[] = {
+	{ "defaults", "quiet console=ttyS0 root=nbd:srv:disk", 0 },
+	{ "ro", "ro", 0 },
+	{ "rw", "rw", 0, .rw = true },
+	{ "the last of ro and rw wins", "rw quiet ro", 0 },
+	{ "init= an absolute path", "init=/sbin/init.real", 0, .init = "/sbin/init.real" },
+	{ "init= a relative path is refused", "init=sbin/init", -1, .errpart = "init=sbin/init is not an absolute path" },
+	{ "init= empty is refused", "init=", -1, .errpart = "init= is not an absolute path" },
+	{ "nbdboot.overlay=tmpfs", "nbdboot.overlay=tmpfs", 0, .overlay = true },
+	{ "nbdboot.overlay=512m", "nbdboot.overlay=512m", 0, .overlay = true, .overlay_size = "512m" },
+	{ "nbdboot.overlay=2G", "nbdboot.overlay=2G", 0, .overlay = true, .overlay_size = "2G" },
+	{ "nbdboot.overlay=50%", "nbdboot.overlay=50%", 0, .overlay = true, .overlay_size = "50%" },
+	{ "nbdboot.overlay=1048576 (bytes)", "nbdboot.overlay=1048576", 0, .overlay = true,
+	  .overlay_size = "1048576" },
+	{ "nbdboot.overlay=bad", "nbdboot.overlay=bad", -1, .errpart = "nbdboot.overlay=bad is not tmpfs or a size" },
+	{ "nbdboot.overlay= two suffixes", "nbdboot.overlay=5mm", -1, .errpart = "nbdboot.overlay=5mm" },
+	{ "nbdboot.overlay= an unknown suffix", "nbdboot.overlay=5t", -1, .errpart = "nbdboot.overlay=5t" },
+	{ "nbdboot.overlay= empty", "nbdboot.overlay=", -1, .errpart = "nbdboot.overlay= is not" },
+	{ "nbdboot.overlay= 31 digits", "nbdboot.overlay=1234567890123456789012345678901", -1,
+	  .errpart = "is not tmpfs or a size" },
+	{ "nbdboot.overlay= 30 digits and a suffix", "nbdboot.overlay=123456789012345678901234567890k", 0,
+	  .overlay = true, .overlay_size = "123456789012345678901234567890k" },
+	{ "the last nbdboot.overlay= wins", "nbdboot.overlay=512m nbdboot.overlay=tmpfs", 0, .overlay = true },
+	{ "nbdboot.panic=0", "nbdboot.panic=0", 0, .panic_s = 1 },
+	{ "nbdboot.panic=30", "nbdboot.panic=30", 0, .panic_s = 31 },
+	{ "nbdboot.panic=bad", "nbdboot.panic=bad", -1, .errpart = "nbdboot.panic 'bad' is not a number" },
+	{ "nbdboot.panic=-1", "nbdboot.panic=-1", -1, .errpart = "nbdboot.panic '-1' is not a number" },
+	{ "nbdboot.panic= past a day", "nbdboot.panic=86401", -1, .errpart = "nbdboot.panic 86401 is out of range" },
+	{ "nbdboot.wait=5", "nbdboot.wait=5", 0, .wait = 6 },
+	{ "nbdboot.wait=0", "nbdboot.wait=0", 0, .wait = 1 },
+	{ "nbdboot.wait=x", "nbdboot.wait=x", -1, .errpart = "nbdboot.wait 'x' is not a number" },
+	{ "words after -- are init's", "ro -- rw init=relative nbdboot.panic=bad", 0 },
+	{ "quoted words", "\"init=/sbin/my init\"", 0, .init = "/sbin/my init" },
+	{ "ip= is read", "ip=bogus", -1, .errpart = "ip=bogus is not" },
+	{ "BOOTIF= is read", "BOOTIF=xx", -1, .errpart = "BOOTIF=xx is not" },
+};
+
+static void test_boot(void)
+{
+	for (size_t i = 0; i < sizeof boot_cases / sizeof boot_cases[0]; i++) {
+		const struct boot_case *t = &boot_cases[i];
+		static struct nbd_boot b;
+		char why[1024] = "", name[160];
+		int panic = t->panic_s ? t->panic_s - 1 : NBD_PANIC_UNSET;
+		uint32_t wait = t->wait ? t->wait - 1 : NBD_WAIT_DEFAULT;
+		nbd_error_clear();
+		int rc = nbd_parse_boot(&b, t->text);
+		snprintf(name, sizeof name, "boot: %s", t->name);
+		if (rc != t->rc)
+			snprintf(why, sizeof why, "rc %d, error '%s'", rc, nbd_last_error());
+		else if (rc && !strstr(nbd_last_error(), t->errpart))
+			snprintf(why, sizeof why, "error '%s' lacks '%s'", nbd_last_error(), t->errpart);
+		else if (!rc && (b.rw != t->rw || b.overlay != t->overlay || strcmp(b.init, S_(t->init)) ||
+				 strcmp(b.overlay_size, S_(t->overlay_size)) || b.panic_s != panic ||
+				 b.wait_s != wait || b.ip.given))
+			snprintf(why, sizeof why, "got rw %d overlay %d '%s' init '%s' panic %d wait %u ip %d",
+				 b.rw, b.overlay, b.overlay_size, b.init, b.panic_s, b.wait_s, b.ip.given);
+		report(name, !why[0], why);
+	}
+}
+
+/* ---- /init mode: DHCP messages ---------------------------------------------------- */
+
+/* Where things are in an IPv4/UDP/BOOTP packet without IP options. */
+enum {
+	AT_UDP = IPV4_HDR_LEN, AT_BOOTP = AT_UDP + UDP_HDR_LEN,
+	AT_OP = AT_BOOTP, AT_XID = AT_BOOTP + 4, AT_FLAGS = AT_BOOTP + 10,
+	AT_YIADDR = AT_BOOTP + 16, AT_CHADDR = AT_BOOTP + 28, AT_SNAME = AT_BOOTP + 44,
+	AT_FILE = AT_BOOTP + 108, AT_MAGIC = AT_BOOTP + 236, AT_OPTIONS = AT_BOOTP + 240,
+};
+
+static const uint8_t client_mac[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
+#define CLIENT_XID 0x11223344u
+
+/* Options as bytes: O(53, 1, 2) is a pointer and a length. */
+#define O(...) (const uint8_t[]){ __VA_ARGS__ }, sizeof((const uint8_t[]){ __VA_ARGS__ })
+#define OFFER_OPTS 53, 1, DHCP_OFFER, 54, 4, 10, 0, 3, 1, 1, 4, 255, 255, 255, 0, 3, 4, 10, 0, 3, 1, \
+		   51, 4, 0, 0, 0x0e, 0x10
+#define ACK_OPTS 53, 1, DHCP_ACK, 54, 4, 10, 0, 3, 1, 1, 4, 255, 255, 255, 0
+
+/* A server's reply, by hand: IPv4 from 10.0.3.1 to the broadcast address,
+ * UDP 67 to 68, BOOTP op 2 for CLIENT_XID and client_mac, yiaddr 10.0.3.50,
+ * the magic cookie, then opts as given (no END added).  Its length. */
+static size_t server_reply(uint8_t *p, const uint8_t *opts, size_t olen)
+{
+	size_t total = AT_OPTIONS + olen;
+	uint32_t xid = htonl(CLIENT_XID);
+	memset(p, 0, total);
+	p[0] = 0x45;
+	be16_put(p + 2, (uint16_t)total);
+	p[8] = 64, p[9] = IPPROTO_UDP;
+	memcpy(p + 12, "\x0a\x00\x03\x01\xff\xff\xff\xff", 8);
+	be16_put(p + 10, ip_checksum(p, IPV4_HDR_LEN));
+	be16_put(p + AT_UDP, DHCP_SERVER_PORT);
+	be16_put(p + AT_UDP + 2, DHCP_CLIENT_PORT);
+	be16_put(p + AT_UDP + 4, (uint16_t)(total - AT_UDP));
+	p[AT_OP] = BOOTP_REPLY, p[AT_OP + 1] = 1, p[AT_OP + 2] = 6;
+	memcpy(p + AT_XID, &xid, 4);
+	memcpy(p + AT_YIADDR, "\x0a\x00\x03\x32", 4);
+	memcpy(p + AT_CHADDR, client_mac, 6);
+	be32_put(p + AT_MAGIC, DHCP_MAGIC_COOKIE);
+	memcpy(p + AT_OPTIONS, opts, olen);
+	return total;
+}
+
+static const char *parse_reply(const uint8_t *opts, size_t olen, struct nbd_lease *l)
+{
+	static uint8_t p[DHCP_PACKET_MAX];
+	size_t n = server_reply(p, opts, olen);
+	return nbd_dhcp_parse(p, n, htonl(CLIENT_XID), client_mac, l);
+}
+
+/* An ACK with option code holding len bytes of text, into p; its length. */
+static size_t ack_with(uint8_t *p, uint8_t code, const char *text, size_t len)
+{
+	static const uint8_t ack[] = { ACK_OPTS };
+	uint8_t o[sizeof ack + 2 + 255 + 1];
+	memcpy(o, ack, sizeof ack);
+	o[sizeof ack] = code;
+	o[sizeof ack + 1] = (uint8_t)len;
+	memcpy(o + sizeof ack + 2, text, len);
+	o[sizeof ack + 2 + len] = DHCP_OPT_END;
+	return server_reply(p, o, sizeof ack + 3 + len);
+}
+
+static const char *parse_ack_with(uint8_t code, const char *text, size_t len, struct nbd_lease *l)
+{
+	static uint8_t p[DHCP_PACKET_MAX];
+	size_t n = ack_with(p, code, text, len);
+	return nbd_dhcp_parse(p, n, htonl(CLIENT_XID), client_mac, l);
+}
+
+/* The value of option code in a packet nbd_dhcp_build made; NULL if absent. */
+static const uint8_t *built_opt(const uint8_t *p, size_t len, uint8_t code, size_t *vlen)
+{
+	for (size_t i = AT_OPTIONS; i + 1 < len && p[i] != DHCP_OPT_END;) {
+		if (p[i] == DHCP_OPT_PAD) {
+			i++;
+			continue;
+		}
+		if (i + 2 + p[i + 1] > len)
+			return NULL;
+		if (p[i] == code) {
+			*vlen = p[i + 1];
+			return p + i + 2;
+		}
+		i += 2 + p[i + 1];
+	}
+	return NULL;
+}
+
+static void test_dhcp_build(void)
+{
+	static uint8_t p[DHCP_PACKET_MAX];
+	struct nbd_lease offer = { .type = DHCP_OFFER };
+	const uint8_t *v;
+	size_t vlen = 0, n = nbd_dhcp_build(p, sizeof p, htonl(CLIENT_XID), client_mac, 3, NULL, NULL);
+	uint32_t xid;
+	memcpy(&xid, p + AT_XID, 4);
+	report("dhcp build: DISCOVER is an IPv4 packet of its own length, 300 bytes of BOOTP or more",
+	       n >= AT_BOOTP + DHCP_MIN_LEN && p[0] == 0x45 && be16_get(p + 2) == n &&
+		       be16_get(p + AT_UDP + 4) == n - AT_UDP, "wrong lengths");
+	report("dhcp build: DISCOVER's IPv4 header checksum is valid", ip_checksum(p, IPV4_HDR_LEN) == 0,
+	       "bad checksum");
+	report("dhcp build: DISCOVER goes from 0.0.0.0 to 255.255.255.255 by UDP",
+	       p[9] == IPPROTO_UDP && !memcmp(p + 12, "\0\0\0\0\xff\xff\xff\xff", 8), "wrong addresses");
+	report("dhcp build: DISCOVER goes from port 68 to port 67",
+	       be16_get(p + AT_UDP) == DHCP_CLIENT_PORT && be16_get(p + AT_UDP + 2) == DHCP_SERVER_PORT,
+	       "wrong ports");
+	report("dhcp build: DISCOVER asks for a broadcast answer", be16_get(p + AT_FLAGS) == BOOTP_BROADCAST,
+	       "no broadcast flag");
+	report("dhcp build: DISCOVER is a BOOTP request with the xid, MAC and magic cookie",
+	       p[AT_OP] == BOOTP_REQUEST && p[AT_OP + 1] == 1 && p[AT_OP + 2] == 6 &&
+		       xid == htonl(CLIENT_XID) && !memcmp(p + AT_CHADDR, client_mac, 6) &&
+		       be32_get(p + AT_MAGIC) == DHCP_MAGIC_COOKIE && be16_get(p + AT_BOOTP + 8) == 3,
+	       "wrong BOOTP fields");
+	v = built_opt(p, n, DHCP_OPT_TYPE, &vlen);
+	report("dhcp build: DISCOVER has option 53 = 1", v && vlen == 1 && v[0] == DHCP_DISCOVER, "no type");
+	report("dhcp build: DISCOVER names no address and no server",
+	       !built_opt(p, n, DHCP_OPT_REQUESTED_IP, &vlen) && !built_opt(p, n, DHCP_OPT_SERVER_ID, &vlen),
+	       "has them");
+	v = built_opt(p, n, DHCP_OPT_PARAMS, &vlen);
+	report("dhcp build: DISCOVER asks for the root-path (option 17)",
+	       v && memchr(v, DHCP_OPT_ROOT_PATH, vlen) && memchr(v, DHCP_OPT_NETMASK, vlen), "not asked");
+	report("dhcp build: the parser refuses a client's own DISCOVER",
+	       nbd_dhcp_parse(p, n, htonl(CLIENT_XID), client_mac, &offer) != NULL, "parsed");
+	offer = (struct nbd_lease){ .type = DHCP_OFFER, .addr = addr_of("10.0.3.50"),
+				    .server_id = addr_of("10.0.3.1") };
+	n = nbd_dhcp_build(p, sizeof p, htonl(CLIENT_XID), client_mac, 0, &offer, "box");
+	v = built_opt(p, n, DHCP_OPT_TYPE, &vlen);
+	report("dhcp build: REQUEST has option 53 = 3", v && vlen == 1 && v[0] == DHCP_REQUEST, "no type");
+	v = built_opt(p, n, DHCP_OPT_REQUESTED_IP, &vlen);
+	report("dhcp build: REQUEST names the offered address (option 50)",
+	       v && vlen == 4 && !memcmp(v, &offer.addr, 4), "missing");
+	v = built_opt(p, n, DHCP_OPT_SERVER_ID, &vlen);
+	report("dhcp build: REQUEST names the offering server (option 54)",
+	       v && vlen == 4 && !memcmp(v, &offer.server_id, 4), "missing");
+	v = built_opt(p, n, DHCP_OPT_HOSTNAME, &vlen);
+	report("dhcp build: the ip= host name goes in option 12", v && vlen == 3 && !memcmp(v, "box", 3),
+	       "missing");
+	report("dhcp build: a buffer too small gets nothing",
+	       nbd_dhcp_build(p, AT_BOOTP + DHCP_MIN_LEN - 1, 1, client_mac, 0, NULL, NULL) == 0, "built");
+}
+
+/* Option overload (52): more options in file (1), sname (2), or both (3):
+ * an ACK with its server id and netmask in file, its root-path in sname. */
+static size_t overload_reply(uint8_t *p)
+{
+	size_t n = server_reply(p, O(53, 1, DHCP_ACK, 52, 1, 3, 255));
+	memcpy(p + AT_FILE, "\x36\x04\x0a\x00\x03\x01\x01\x04\xff\xff\x00\x00\xff", 13);
+	memcpy(p + AT_SNAME, "\x11\x05/boot\xff", 8);
+	return n;
+}
+
+static void test_dhcp_parse(void)
+{
+	struct nbd_lease l;
+	const char *why;
+	why = parse_reply(O(OFFER_OPTS, 6, 8, 10, 0, 3, 53, 10, 0, 3, 54, 255), &l);
+	report("dhcp parse: an OFFER with netmask, router, DNS, lease and server id",
+	       !why && l.type == DHCP_OFFER && l.addr == addr_of("10.0.3.50") &&
+		       l.netmask == addr_of("255.255.255.0") && l.router == addr_of("10.0.3.1") &&
+		       l.server_id == addr_of("10.0.3.1") && l.lease_s == 3600 && l.ndns == 2 &&
+		       l.dns[0] == addr_of("10.0.3.53") && l.dns[1] == addr_of("10.0.3.54"),
+	       why ? why : "wrong fields");
+	why = parse_ack_with(DHCP_OPT_ROOT_PATH, "nbd:10.0.3.1:10809:ext4", 23, &l);
+	report("dhcp parse: an ACK with a root-path",
+	       !why && l.type == DHCP_ACK && !strcmp(l.root_path, "nbd:10.0.3.1:10809:ext4"), why ? why : l.root_path);
+	why = parse_ack_with(DHCP_OPT_ROOT_PATH, "10.0.3.1:10809/rootfs", 22, &l);
+	report("dhcp parse: a root-path that counts its NUL", !why && !strcmp(l.root_path, "10.0.3.1:10809/rootfs"),
+	       why ? why : l.root_path);
+	static char longest[256];
+	memset(longest, 'r', 255);
+	why = parse_ack_with(DHCP_OPT_ROOT_PATH, longest, 255, &l);
+	report("dhcp parse: a root-path of 255 bytes", !why && strlen(l.root_path) == 255, why ? why : "cut");
+	why = parse_reply(O(ACK_OPTS, 6, 4, 10, 0, 3, 53, 255), &l);
+	report("dhcp parse: one DNS server", !why && l.ndns == 1 && l.dns[0] == addr_of("10.0.3.53"),
+	       why ? why : "wrong");
+	why = parse_reply(O(ACK_OPTS, 6, 16, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 255), &l);
+	report("dhcp parse: four DNS servers are cut to three",
+	       !why && l.ndns == NBD_DNS_MAX && l.dns[2] == addr_of("3.3.3.3"), why ? why : "wrong");
+	why = parse_ack_with(DHCP_OPT_HOSTNAME, "box-1", 6, &l);
+	report("dhcp parse: a host name (its NUL dropped)", !why && !strcmp(l.hostname, "box-1"),
+	       why ? why : l.hostname);
+	why = parse_ack_with(DHCP_OPT_DOMAIN, "ex.lan.", 7, &l);
+	report("dhcp parse: a domain name", !why && !strcmp(l.domain, "ex.lan."), why ? why : l.domain);
+	why = parse_ack_with(DHCP_OPT_HOSTNAME, "a b_c", 5, &l);
+	report("dhcp parse: a host name with bad characters is dropped, the reply kept",
+	       !why && l.type == DHCP_ACK && !l.hostname[0], why ? why : l.hostname);
+	why = parse_ack_with(DHCP_OPT_DOMAIN, "a\0b", 3, &l);
+	report("dhcp parse: a domain with a NUL inside is dropped, the reply kept", !why && !l.domain[0],
+	       why ? why : l.domain);
+	why = parse_ack_with(DHCP_OPT_HOSTNAME, longest, 64, &l);
+	report("dhcp parse: a host name of 64 bytes is dropped", !why && !l.hostname[0], why ? why : l.hostname);
+	why = parse_reply(O(53, 1, DHCP_ACK, 54, 4, 10, 0, 3, 1, 255), &l);
+	report("dhcp parse: no netmask: the classful one (10/8)", !why && l.netmask == addr_of("255.0.0.0"),
+	       why ? why : "wrong");
+	report("dhcp parse: classful netmasks of classes B and C",
+	       classful_mask(addr_of("172.16.1.2")) == addr_of("255.255.0.0") &&
+		       classful_mask(addr_of("192.168.1.2")) == addr_of("255.255.255.0") &&
+		       classful_mask(addr_of("127.0.0.1")) == addr_of("255.0.0.0"), "wrong");
+	why = parse_reply(O(53, 1, DHCP_NAK, 54, 4, 10, 0, 3, 1, 56, 4, 'g', 'o', 'n', 'e', 255), &l);
+	report("dhcp parse: a NAK", !why && l.type == DHCP_NAK, why ? why : "wrong type");
+	why = parse_reply(O(0, 0, ACK_OPTS, 0, 255, 17, 3, 'a', ' ', 'b'), &l);
+	report("dhcp parse: pads are skipped and nothing after END is read", !why && l.type == DHCP_ACK,
+	       why ? why : "refused");
+
+	static uint8_t p[DHCP_PACKET_MAX];
+	size_t n = overload_reply(p);
+	why = nbd_dhcp_parse(p, n, htonl(CLIENT_XID), client_mac, &l);
+	report("dhcp parse: option overload: options in file and sname",
+	       !why && l.server_id == addr_of("10.0.3.1") && l.netmask == addr_of("255.255.0.0") &&
+		       !strcmp(l.root_path, "/boot"), why ? why : "missed");
+	n = server_reply(p, O(54, 4, 10, 0, 3, 1, 52, 1, 2, 255));
+	memcpy(p + AT_SNAME, "\x35\x01\x02\xff", 4);
+	memcpy(p + AT_FILE, "\x35\x01\x06\xff", 4);
+	why = nbd_dhcp_parse(p, n, htonl(CLIENT_XID), client_mac, &l);
+	report("dhcp parse: option overload 2 reads sname only", !why && l.type == DHCP_OFFER,
+	       why ? why : "wrong");
+	n = server_reply(p, O(ACK_OPTS, 255));
+	memcpy(p + AT_FILE, "\x11\x03\x20\x20\x20\xff", 6);
+	why = nbd_dhcp_parse(p, n, htonl(CLIENT_XID), client_mac, &l);
+	report("dhcp parse: without overload, file is a file name", !why && !l.root_path[0], why ? why : "read");
+
+	n = server_reply(p, O(OFFER_OPTS, 255));
+	memmove(p + IPV4_HDR_LEN + 4, p + IPV4_HDR_LEN, n - IPV4_HDR_LEN);
+	memcpy(p + IPV4_HDR_LEN, "\x94\x04\0\0", 4); /* router alert */
+	p[0] = 0x46;
+	be16_put(p + 2, (uint16_t)(n + 4));
+	why = nbd_dhcp_parse(p, n + 4, htonl(CLIENT_XID), client_mac, &l);
+	report("dhcp parse: IPv4 options are skipped", !why && l.type == DHCP_OFFER, why ? why : "wrong");
+	n = server_reply(p, O(OFFER_OPTS, 255));
+	p[6] = 0x40;
+	why = nbd_dhcp_parse(p, n + 100, htonl(CLIENT_XID), client_mac, &l);
+	report("dhcp parse: don't-fragment, and bytes past the IPv4 length, are fine",
+	       !why && l.type == DHCP_OFFER, why ? why : "refused");
+}
+
+struct dhcp_bad {
+	const char *name;
+	const uint8_t *opts;
+	size_t olen;
+	int at, width;  /* a field of the packet, 1, 2 or 4 bytes wide (width 0: none) ... */
+	uint32_t val;   /* ... set to this, big-endian */
+	size_t cut;     /* the packet's length, when not 0 */
+	const char *errpart;
+};
+
+static const struct dhcp_bad dhcp_bad[] = {
+	{ "wrong xid", O(OFFER_OPTS, 255), AT_XID, 4, CLIENT_XID + 1, 0, "not a reply to this client" },
+	{ "wrong MAC", O(OFFER_OPTS, 255), AT_CHADDR + 5, 1, 0x57, 0, "not a reply to this client" },
+	{ "a request (op 1)", O(OFFER_OPTS, 255), AT_OP, 1, BOOTP_REQUEST, 0, "not a reply to this client" },
+	{ "a hardware address of 8 bytes", O(OFFER_OPTS, 255), AT_OP + 2, 1, 8, 0, "not a reply to this client" },
+	{ "no magic cookie", O(OFFER_OPTS, 255), AT_MAGIC, 4, 0x63825364, 0, "without DHCP's magic cookie" },
+	{ "shorter than BOOTP", O(OFFER_OPTS, 255), AT_UDP + 4, 2, UDP_HDR_LEN + 200, 0, "shorter than a BOOTP" },
+	{ "a truncated option (code, no length)", O(53, 1, DHCP_OFFER, 54, 4, 10, 0, 3, 1, 1), 0, 0, 0, 0,
+	  "runs past the end" },
+	{ "an option length past the end", O(53, 1, DHCP_OFFER, 54, 4, 10, 0, 3, 1, 1, 5, 255, 255), 0, 0, 0, 0,
+	  "runs past the end" },
+	{ "a netmask of 3 bytes", O(53, 1, DHCP_OFFER, 54, 4, 10, 0, 3, 1, 1, 3, 255, 255, 255, 255), 0, 0, 0, 0,
+	  "wrong length (netmask" },
+	{ "a server id of 5 bytes", O(53, 1, DHCP_OFFER, 54, 5, 10, 0, 3, 1, 1, 255), 0, 0, 0, 0, "wrong length" },
+	{ "a lease time of 2 bytes", O(OFFER_OPTS, 51, 2, 1, 1, 255), 0, 0, 0, 0, "wrong length" },
+	{ "a router list of 6 bytes", O(OFFER_OPTS, 3, 6, 1, 2, 3, 4, 5, 6, 255), 0, 0, 0, 0,
+	  "not a list of addresses" },
+	{ "an empty DNS list", O(OFFER_OPTS, 6, 0, 255), 0, 0, 0, 0, "not a list of addresses" },
+	{ "a message type of 2 bytes", O(53, 2, DHCP_OFFER, 0, 54, 4, 10, 0, 3, 1, 255), 0, 0, 0, 0,
+	  "message type or overload option of the wrong length" },
+	{ "a netmask that is not contiguous", O(OFFER_OPTS, 1, 4, 255, 0, 255, 0, 255), 0, 0, 0, 0,
+	  "netmask that is not contiguous" },
+	{ "no server id", O(53, 1, DHCP_OFFER, 1, 4, 255, 255, 255, 0, 255), 0, 0, 0, 0, "no server identifier" },
+	{ "no message type (BOOTP)", O(54, 4, 10, 0, 3, 1, 255), 0, 0, 0, 0, "neither an offer" },
+	{ "a DHCPDISCOVER's type", O(53, 1, DHCP_DISCOVER, 54, 4, 10, 0, 3, 1, 255), 0, 0, 0, 0, "neither an offer" },
+	{ "yiaddr 0.0.0.0", O(OFFER_OPTS, 255), AT_YIADDR, 4, 0, 0, "an address no host can have" },
+	{ "yiaddr 255.255.255.255", O(OFFER_OPTS, 255), AT_YIADDR, 4, 0xffffffff, 0, "an address no host can have" },
+	{ "yiaddr 0.1.2.3", O(OFFER_OPTS, 255), AT_YIADDR, 4, 0x00010203, 0, "an address no host can have" },
+	{ "yiaddr 127.0.0.1", O(OFFER_OPTS, 255), AT_YIADDR, 4, 0x7f000001, 0, "an address no host can have" },
+	{ "yiaddr 224.0.0.251 (multicast)", O(OFFER_OPTS, 255), AT_YIADDR, 4, 0xe00000fb, 0,
+	  "an address no host can have" },
+	{ "yiaddr 240.0.0.1 (class E)", O(OFFER_OPTS, 255), AT_YIADDR, 4, 0xf0000001, 0,
+	  "an address no host can have" },
+	{ "a root-path with a space", O(ACK_OPTS, 17, 5, 'a', ' ', 'b', 'c', 'd', 255), 0, 0, 0, 0,
+	  "root-path (option 17) with spaces or unprintable" },
+	{ "a root-path with a control byte", O(ACK_OPTS, 17, 4, 'a', '\n', 'b', 'c', 255), 0, 0, 0, 0,
+	  "root-path (option 17) with spaces or unprintable" },
+	{ "a root-path with a NUL inside", O(ACK_OPTS, 17, 4, 'a', 0, 'b', 'c', 255), 0, 0, 0, 0,
+	  "root-path (option 17) with spaces or unprintable" },
+	{ "a root-path with a byte above 0x7e", O(ACK_OPTS, 17, 4, 'a', 0x80, 'b', 'c', 255), 0, 0, 0, 0,
+	  "root-path (option 17) with spaces or unprintable" },
+	{ "an empty root-path", O(ACK_OPTS, 17, 1, 0, 255), 0, 0, 0, 0, "root-path (option 17) that is empty" },
+	{ "an IP fragment (more fragments)", O(OFFER_OPTS, 255), 6, 1, 0x20, 0, "not a whole UDP datagram" },
+	{ "an IP fragment (an offset)", O(OFFER_OPTS, 255), 6, 2, 1, 0, "not a whole UDP datagram" },
+	{ "not UDP", O(OFFER_OPTS, 255), 9, 1, IPPROTO_TCP, 0, "not a whole UDP datagram" },
+	{ "not IPv4", O(OFFER_OPTS, 255), 0, 1, 0x65, 0, "not an IPv4 packet" },
+	{ "an IPv4 header shorter than 20 bytes", O(OFFER_OPTS, 255), 0, 1, 0x44, 0, "bad lengths" },
+	{ "an IPv4 length past the packet", O(OFFER_OPTS, 255), 2, 2, 0x7fff, 0, "bad lengths" },
+	{ "an IPv4 length too short for UDP", O(OFFER_OPTS, 255), 2, 2, IPV4_HDR_LEN + UDP_HDR_LEN - 1, 0,
+	  "bad lengths" },
+	{ "a packet cut short of its IPv4 length", O(OFFER_OPTS, 255), 0, 0, 0, 200, "bad lengths" },
+	{ "a packet of 19 bytes", O(OFFER_OPTS, 255), 0, 0, 0, 19, "not an IPv4 packet" },
+	{ "a UDP length past the IPv4 packet", O(OFFER_OPTS, 255), AT_UDP + 4, 2, 0x7fff, 0,
+	  "UDP datagram with a bad length" },
+	{ "a UDP length below its header", O(OFFER_OPTS, 255), AT_UDP + 4, 2, 7, 0, "UDP datagram with a bad length" },
+	{ "to the DHCP server port", O(OFFER_OPTS, 255), AT_UDP + 2, 2, DHCP_SERVER_PORT, 0,
+	  "not for the DHCP client port" },
+};
+
+/* The case's packet into p; its length. */
+static size_t bad_reply(uint8_t *p, const struct dhcp_bad *t)
+{
+	size_t n = server_reply(p, t->opts, t->olen);
+	for (int b = 0; b < t->width; b++)
+		p[t->at + b] = (uint8_t)(t->val >> 8 * (t->width - 1 - b));
+	return t->cut ? t->cut : n;
+}
+
+static void test_dhcp_refusals(void)
+{
+	static uint8_t p[DHCP_PACKET_MAX];
+	for (size_t i = 0; i < sizeof dhcp_bad / sizeof dhcp_bad[0]; i++) {
+		const struct dhcp_bad *t = &dhcp_bad[i];
+		struct nbd_lease l;
+		char name[128];
+		size_t n = bad_reply(p, t);
+		const char *why = nbd_dhcp_parse(p, n, htonl(CLIENT_XID), client_mac, &l);
+		snprintf(name, sizeof name, "dhcp parse: refused: %s", t->name);
+		report(name, why && strstr(why, t->errpart), why ? why : "accepted");
+	}
+}
+
+/* ---- /init mode: modules.alias patterns and module names --------------------------- */
+
+struct glob_case {
+	const char *pattern, *name;
+	bool match;
+};
+
+static const struct glob_case glob_cases[] = {
+	{ "*", "", true },
+	{ "*", "anything", true },
+	{ "", "", true },
+	{ "", "a", false },
+	{ "fs-ext4", "fs-ext4", true },
+	{ "fs-ext4", "fs-ext3", false },
+	{ "fs-ext4", "fs-ext4x", false },
+	{ "fs-ext?", "fs-ext4", true },
+	{ "fs-ext?", "fs-ext", false },
+	{ "crc32c*", "crc32c", true },
+	{ "crc32c*", "crc32c-intel", true },
+	{ "crc32c*", "crc32", false },
+	{ "[a-z]x", "qx", true },
+	{ "[a-z]x", "Qx", false },
+	{ "[!0-9]x", "ax", true },
+	{ "[!0-9]x", "5x", false },
+	{ "[^0-9]x", "5x", false },
+	{ "[]a]", "]", true },
+	{ "[a-]", "-", true },
+	{ "a[bc", "a[bc", true },
+	{ "a[bc", "ab", false },
+	{ "a*b*c", "aXXbYYbZZc", true },
+	{ "a*b*c", "aXXbYYbZZ", false },
+	{ "*ab", "aaab", true },
+	{ "usb:v*p*d*dc*dsc*dp*ic*isc*ip*in*", "usb:v0627p0001d0000dc00dsc00dp00ic03isc01ip02in00", true },
+	{ "usb:v*p*d*dc*dsc*dp*ic03isc*ip*in*", "usb:v0627p0001d0000dc00dsc00dp00ic03isc01ip02in00", true },
+	{ "usb:v*p*d*dc*dsc*dp*ic03isc01ip01in*", "usb:v0627p0001d0000dc00dsc00dp00ic03isc01ip02in00", false },
+	{ "pci:v00008086d0000100Esv*sd*bc*sc*i*", "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00", true },
+	{ "pci:v00008086d0000100Esv*sd*bc*sc*i*", "pci:v00008086d000010D3sv00001AF4sd00001100bc02sc00i00", false },
+	{ "pci:v00001AF4d00001000sv*sd*bc*sc*i*", "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00", true },
+	{ "pci:v*d*sv*sd*bc02sc00i*", "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00", true },
+	{ "pci:v*d*sv*sd*bc02sc00i*", "pci:v00001AF4d00001000sv00001AF4sd00000001bc01sc00i00", false },
+	{ "virtio:d00000001v*", "virtio:d00000001v00001AF4", true },
+	{ "virtio:d00000001v*", "virtio:d00000002v00001AF4", false },
+	{ "acpi*:PNP0A03:*", "acpi:PNP0A03:", true },
+};
+
+static void test_glob(void)
+{
+	for (size_t i = 0; i < sizeof glob_cases / sizeof glob_cases[0]; i++) {
+		const struct glob_case *t = &glob_cases[i];
+		char name[256];
+		snprintf(name, sizeof name, "modules: '%s' %s '%s'", t->pattern,
+			 t->match ? "matches" : "does not match", t->name);
+		report(name, glob_match(t->pattern, t->name) == t->match, "wrong");
+	}
+	char many[200], name[4000];
+	memset(many, '*', sizeof many - 1);
+	many[sizeof many - 1] = 0;
+	memset(name, 'a', sizeof name - 1);
+	name[sizeof name - 1] = 0;
+	int64_t t0 = nbd_now_ms();
+	bool ok = glob_match(many, name);
+	strcpy(many + 100, "b");
+	ok = ok && !glob_match(many, name);
+	report("modules: 199 '*' against 3999 bytes, matching and not, at once",
+	       ok && nbd_now_ms() - t0 < 1000, "slow or wrong");
+}
+
+struct modname_case {
+	const char *path, *name;
+};
+
+static const struct modname_case modname_cases[] = {
+	{ "kernel/fs/ext4/ext4.ko:", "ext4" },
+	{ "kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko kernel/fs/mbcache.ko", "ext4" },
+	{ "kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko", "e1000e" },
+	{ "kernel/arch/x86/crypto/crc32c-intel.ko", "crc32c_intel" },
+	{ "kernel/drivers/block/nbd.ko.xz:", "nbd" },
+	{ "updates/dkms/my-mod.ko.zst: kernel/a/b.ko", "my_mod" },
+	{ "nbd.ko", "nbd" },
+};
+
+static void test_module_name(void)
+{
+	for (size_t i = 0; i < sizeof modname_cases / sizeof modname_cases[0]; i++) {
+		const struct modname_case *t = &modname_cases[i];
+		char out[64], name[200];
+		module_name(t->path, strlen(t->path), out, sizeof out);
+		snprintf(name, sizeof name, "modules: '%s' is module %s", t->path, t->name);
+		report(name, !strcmp(out, t->name), out);
+	}
+	char small[5];
+	module_name("kernel/x/longname.ko", 20, small, sizeof small);
+	report("modules: a module name is cut to the buffer", !strcmp(small, "long"), small);
 }
 
 /* ---- TLS pieces that need no server ----------------------------------------------- */
@@ -1625,6 +2419,7 @@ int main(void)
 	test_probe_disconnects();
 	test_list();
 	test_cmdline();
+	test_cmdline_dhcp_root();
 	test_print_env();
 	test_output_failures();
 	test_netlink_build();
@@ -1632,6 +2427,14 @@ int main(void)
 	test_netlink_monitor();
 	test_failover_args();
 	test_request_limit();
+	test_ip();
+	test_bootif();
+	test_boot();
+	test_dhcp_build();
+	test_dhcp_parse();
+	test_dhcp_refusals();
+	test_glob();
+	test_module_name();
 #if NBDBOOT_TLS
 	test_ktls_layout();
 	test_pem_errors();

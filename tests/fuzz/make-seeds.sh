@@ -5,8 +5,12 @@
 # qemu-nbd (make deps).
 #
 #   cmdline, uri, argv  the tables of tests/unit.c (tests/fuzz/seeds.c)
+#   ip                  the same, for the /init mode's words
 #   san                 the unit tests' certificate skeletons, and the
 #                       certificates of tests/pki.sh in DER
+#   dhcp                the unit tests' server replies, qemu's (slirp), and
+#                       dnsmasq's OFFER, ACK and NAK recorded in a network
+#                       namespace (this part needs root and dnsmasq)
 #   handshake           what real servers send: ./nbdboot runs through a
 #                       recording relay (server-to-client bytes) against
 #                       nbdkit, nbd-server and qemu-nbd on loopback, each
@@ -24,11 +28,46 @@ M_DEFAULT=0 M_NAMED=1 M_EXPORT_NAME=2 M_PROBE=3 M_LIST=4 M_TLS=5
 
 # ==== From tests/unit.c ======================================================
 
-rm -rf "$CORPUS/cmdline" "$CORPUS/uri" "$CORPUS/argv" "$CORPUS/san" "$CORPUS/handshake"
+rm -rf "$CORPUS/cmdline" "$CORPUS/uri" "$CORPUS/argv" "$CORPUS/san" "$CORPUS/handshake" \
+	"$CORPUS/ip" "$CORPUS/dhcp"
 mkdir -p "$CORPUS"
 gcc -std=c11 -O1 -w -I"$BEARSSL/inc" -I"$ROOT" -o "$TESTDIR/seeds" "$ROOT/tests/fuzz/seeds.c" \
 	"$BEARSSL/build-gcc/libbearssl.a" || exit 1
 "$TESTDIR/seeds" "$CORPUS" || exit 1
+
+# ==== DHCP replies of dnsmasq =================================================
+
+# A network namespace nbdboot-PID-seeds (lib.sh's cleanup removes it) with a
+# veth pair: dnsmasq on s0 (10.0.3.1/24; a root-path, a host name for the
+# client's MAC, a domain, two DNS servers and a boot file), and on c0 seeds
+# --dhcp-capture, which sends what nbdboot sends and keeps the replies.
+dnsmasq_seeds() {
+	local ns=nbdboot-$$-seeds d=$TESTDIR/dnsmasq pid
+	mkdir -p "$d"
+	{ ip netns add "$ns" && ip -n "$ns" link set lo up &&
+		ip -n "$ns" link add c0 address 52:54:00:12:34:56 type veth peer name s0 &&
+		ip -n "$ns" addr add 10.0.3.1/24 dev s0 && ip -n "$ns" link set s0 up &&
+		ip -n "$ns" link set c0 up; } >"$d/ip.log" 2>&1 || { cat "$d/ip.log"; return 1; }
+	ip netns exec "$ns" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --user=root \
+		--interface=s0 --bind-interfaces --dhcp-authoritative --domain=seed.lan \
+		--dhcp-range=10.0.3.10,10.0.3.99,255.255.255.0,1h --dhcp-host=52:54:00:12:34:56,box-1 \
+		--dhcp-option=option:root-path,nbd:10.0.3.1:10809:ext4 \
+		--dhcp-option=option:dns-server,10.0.3.1,10.0.3.2 --dhcp-boot=pxelinux.0,bootsrv,10.0.3.1 \
+		--dhcp-leasefile="$d/leases" --pid-file="$d/pid" --log-dhcp --log-facility="$d/log" \
+		>"$d/out" 2>&1 </dev/null &
+	pid=$!
+	track "$pid"
+	_wait_ready "$pid" test -s "$d/pid" || { cat "$d/out"; return 1; }
+	ip netns exec "$ns" "$TESTDIR/seeds" --dhcp-capture c0 "$CORPUS/dhcp"
+}
+
+echo "dnsmasq (DHCP in a network namespace)"
+if [ "$(id -u)" != 0 ] || ! command -v dnsmasq >/dev/null; then
+	echo "  not root, or no dnsmasq: the dhcp corpus has no dnsmasq replies this time"
+elif ! dnsmasq_seeds; then
+	echo "make-seeds.sh: recording dnsmasq's replies failed" >&2
+	exit 1
+fi
 
 # ==== Certificates of tests/pki.sh ===========================================
 
@@ -238,4 +277,5 @@ hand $M_LIST list-bad-entry "greet($BOTH) . rep(3, 2, pack('N', 50) . 'x')"
 hand $M_LIST list-not-fixed "greet(0)"
 
 echo "$(ls "$CORPUS/handshake" | wc -l) handshake seeds; cmdline $(ls "$CORPUS/cmdline" | wc -l)," \
-	"uri $(ls "$CORPUS/uri" | wc -l), argv $(ls "$CORPUS/argv" | wc -l), san $(ls "$CORPUS/san" | wc -l)"
+	"uri $(ls "$CORPUS/uri" | wc -l), argv $(ls "$CORPUS/argv" | wc -l), san $(ls "$CORPUS/san" | wc -l)," \
+	"ip $(ls "$CORPUS/ip" | wc -l), dhcp $(ls "$CORPUS/dhcp" | wc -l)"

@@ -17,7 +17,7 @@
 SECS=${1:-60}
 case $SECS in '' | *[!0-9]*) echo "usage: $0 SECONDS" >&2; exit 2 ;; esac
 OUTDIR=$ROOT/build/fuzz
-TARGETS=(cmdline uri argv handshake san)
+TARGETS=(cmdline uri argv handshake san dhcp ip)
 export NBDBOOT_FUZZ_CA=$ROOT/tests/fuzz/ca.pem # for the handshake target's TLS mode
 
 # Inputs larger than these are not useful: the parsers refuse them early.
@@ -25,6 +25,7 @@ max_len() {
 	case $1 in
 	handshake) echo 65536 ;; # must fit in the socketpair the harness fills
 	cmdline) echo 10000 ;;   # the parser takes 8191 bytes, plus the DHCP values
+	dhcp) echo 1600 ;;       # one Ethernet frame's IPv4 packet, and a little more
 	*) echo 4096 ;;
 	esac
 }
