@@ -1064,6 +1064,10 @@ static int cmdline_debian(struct nbd_config *cfg, char *v)
 		if (copy_str(dhcp, sizeof dhcp, env_path, "the DHCP root-path (ROOTPATH)"))
 			return fail_prefix("nbdroot");
 		v = dhcp;
+		if (strstr(v, "://")) /* a root-path in another grammar, as root=dhcp takes it */
+			return nbd_parse_uri(cfg, v) ? fail_prefix("nbdroot") : 0;
+		if (!strncmp(v, "nbd:", 4))
+			return cmdline_dracut(cfg, v, "nbdroot");
 		comma = strchr(v, ',');
 	}
 	if (comma) {
@@ -5179,6 +5183,7 @@ const char *nbd_dhcp_parse(const uint8_t *pkt, size_t len, uint32_t xid, const u
 	memcpy(&b, d, sizeof b);
 	if (b.op != BOOTP_REPLY || b.htype != 1 || b.hlen != 6 || b.xid != xid || memcmp(b.chaddr, mac, 6))
 		return "not a reply to this client's request";
+	l->for_us = true;
 	if (ntohl(b.magic) != DHCP_MAGIC_COOKIE)
 		return "a BOOTP reply without DHCP's magic cookie";
 	why = dhcp_options(d + sizeof b, dlen - sizeof b, l, &overload);
@@ -5467,7 +5472,7 @@ static int dhcp_wait(struct dhcp_run *d, int64_t until, struct nbd_lease *l, uin
 		why = nbd_dhcp_parse(pkt, (size_t)n, d->xid, nic.mac, l);
 		if (!why && (l->type == want1 || l->type == want2))
 			return 1;
-		if (why && strncmp(why, "not ", 4))
+		if (why && l->for_us)
 			d->rejected = why; /* it was for us but unusable: worth telling */
 	}
 }

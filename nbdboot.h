@@ -523,6 +523,7 @@ struct nbd_ipconf {
 
 /* What a DHCP reply says (network byte order; 0 when absent). */
 struct nbd_lease {
+	bool for_us;  /* a reply to this client's request, usable or not */
 	uint8_t type; /* DHCP_OFFER, DHCP_ACK, DHCP_NAK */
 	uint32_t addr, netmask, router, server_id, siaddr;
 	uint32_t dns[NBD_DNS_MAX];

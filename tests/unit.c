@@ -1021,6 +1021,10 @@ static const struct dhcp_root_case dhcp_root_cases[] = {
 	  "10809", "rootfs" },
 	{ "nbdroot= empty, root-path in Debian's form", "nbdroot=", "10.0.3.1,rootfs", "10.0.3.1", "10809",
 	  "rootfs" },
+	{ "nbdroot=dhcp, root-path an NBD URI", "nbdroot=dhcp", "nbd://10.0.3.1/rootfs", "10.0.3.1", "10809",
+	  "rootfs" },
+	{ "nbdroot=dhcp, root-path in dracut's form", "nbdroot=dhcp", "nbd:10.0.3.1:10809:ext4", "10.0.3.1",
+	  "10809", "", "ext4" },
 };
 
 static bool dhcp_root_ok(const struct dhcp_root_case *t, const struct nbd_config *cfg)
@@ -1736,6 +1740,16 @@ static void test_dhcp_refusals(void)
 		const char *why = nbd_dhcp_parse(p, n, htonl(CLIENT_XID), client_mac, &l);
 		snprintf(name, sizeof name, "dhcp parse: refused: %s", t->name);
 		report(name, why && strstr(why, t->errpart), why ? why : "accepted");
+		/* only a reply to this client counts as "unusable" when DHCP gives up */
+		static const char *const before[] = { "not a reply to this client", "shorter than a BOOTP",
+			"UDP datagram with a bad length", "bad lengths", "not a whole UDP", "not an IPv4",
+			"not for the DHCP client port" };
+		bool ours = true;
+		for (size_t k = 0; k < sizeof before / sizeof before[0]; k++)
+			ours = ours && !strstr(t->errpart, before[k]);
+		snprintf(name, sizeof name, "dhcp parse: %s is %s", t->name,
+			 ours ? "a reply to this client" : "not a reply to this client");
+		report(name, l.for_us == ours, "for_us wrong");
 	}
 }
 
