@@ -4720,23 +4720,31 @@ static int module_find(const char *key, size_t klen, bool by_path)
 	return -1;
 }
 
-/* NAME.PARAM=VALUE words of the kernel command line for module name. */
+/* NAME.PARAM=VALUE words of the kernel command line for module name, as
+ * "PARAM=VALUE ..." (a value with a space in double quotes, as the kernel
+ * reads them). */
 static void module_params(const char *name, char *out, size_t size)
 {
+	static char copy[sizeof init_st.cmdline];
 	size_t n = strlen(name), used = 0;
-	const char *w = init_st.cmdline;
+	char *s = copy, *w;
 	out[0] = 0;
-	while (*w) {
-		size_t wl = strcspn(w, " \t\n"), i;
-		bool same = wl > n + 1 && w[n] == '.' && memchr(w, '=', wl);
-		for (i = 0; same && i < n; i++)
+	fmt(copy, sizeof copy, "%s", init_st.cmdline);
+	while ((w = cmdline_word(&s))) {
+		char *eq = strchr(w, '=');
+		bool same = eq && (size_t)(eq - w) > n + 1 && w[n] == '.';
+		for (size_t i = 0; same && i < n; i++)
 			same = (w[i] == '-' ? '_' : w[i]) == name[i];
-		if (same && used + wl - n < size) {
-			fmt(out + used, size - used, "%s%.*s", used ? " " : "", (int)(wl - n - 1), w + n + 1);
-			used = strlen(out);
+		if (!same)
+			continue;
+		*eq = 0;
+		used += (size_t)fmt(out + used, used < size ? size - used : 0, "%s%s=%s%s%s", used ? " " : "",
+				    w + n + 1, strchr(eq + 1, ' ') ? "\"" : "", eq + 1,
+				    strchr(eq + 1, ' ') ? "\"" : "");
+		if (used >= size) { /* too long for the kernel anyway: none rather than half */
+			out[0] = 0;
+			return;
 		}
-		w += wl;
-		w += strspn(w, " \t\n");
 	}
 }
 
@@ -6134,6 +6142,8 @@ static void run_init(int argc, char **argv)
 		modules_for_root(&cfg, b);
 	else if (!boot_env.missed)
 		init_fatal();
+	else
+		nbd_error_clear(); /* not an error yet: parsed again after DHCP */
 	if (!b->ip.off)
 		init_step("bring up the network", net_up(b, b->wait_s));
 	if (boot_env.missed) {

@@ -1848,6 +1848,28 @@ static void test_module_name(void)
 	report("modules: a module name is cut to the buffer", !strcmp(small, "long"), small);
 }
 
+/* NAME.PARAM=VALUE words of the kernel command line become module NAME's
+ * parameters ('-' and '_' alike in the name), in command-line order. */
+static void test_module_params(void)
+{
+	static const struct { const char *cmdline, *module, *want; } cases[] = {
+		{ "quiet nbd.nbds_max=4 e1000.debug=16 nbd.max_part=8 nbdx.y=1", "nbd", "nbds_max=4 max_part=8" },
+		{ "quiet nbd.nbds_max=4", "e1000", "" },
+		{ "crc32c-intel.foo=1 crc32c_intel.bar=2", "crc32c_intel", "foo=1 bar=2" },
+		{ "nbd.flag nbd.=3 nbd", "nbd", "" }, /* no '=': not a parameter */
+		{ "root=nbd:srv:10809 nbd.x=\"a b\"", "nbd", "x=\"a b\"" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char out[512], name[200];
+		fmt(init_st.cmdline, sizeof init_st.cmdline, "%s", cases[i].cmdline);
+		module_params(cases[i].module, out, sizeof out);
+		snprintf(name, sizeof name, "modules: '%s' gives %s '%s'", cases[i].cmdline, cases[i].module,
+			 cases[i].want);
+		report(name, !strcmp(out, cases[i].want), out);
+	}
+	init_st.cmdline[0] = 0;
+}
+
 /* ---- TLS pieces that need no server ----------------------------------------------- */
 
 #if NBDBOOT_TLS
@@ -2449,6 +2471,7 @@ int main(void)
 	test_dhcp_refusals();
 	test_glob();
 	test_module_name();
+	test_module_params();
 #if NBDBOOT_TLS
 	test_ktls_layout();
 	test_pem_errors();

@@ -126,7 +126,6 @@ wait "$b2" || prep_fail "mkinitramfs (dropin) failed: $(tail -n3 "$TESTDIR/dropi
 echo "itools: images built in $(($(date +%s) - tb)) s ($(du -m "$SYS_OUT/std.img" | cut -f1) MB)"
 
 # Every boot's root image is copied now, before the boots start.
-declare -A IMGS KINDS
 for n in 1 2 3 4 5 6 7 8; do
 	wanted "$n" || continue
 	kind=flat
@@ -139,20 +138,6 @@ done
 
 std=$SYS_OUT/std.img dropin=$SYS_OUT/dropin.img
 
-has_line() { # has_line FILE REGEX WHAT
-	grep -Eq -- "$2" "$1" && return 0
-	why "$3 (no line /$2/ in $(basename "$1"))"
-	return 1
-}
-lacks_line() {
-	local l
-	l=$(grep -Em1 -- "$2" "$1") || return 0
-	why "$3 ($(basename "$1") has '$l')"
-	return 1
-}
-
-# ktime REGEX: the kernel timestamp of the first console line matching it
-ktime() { sed -n "s/^\[ *\([0-9.]*\)\] .*$1.*/\1/p" <<<"$CON" | head -n1; }
 # print_times BOOT: guest times, and the wall time the boot took (qemu runs
 # about as long as the guest's clock says; the rest was boot.sh waiting for
 # one of the machine's VM slots)
@@ -172,20 +157,6 @@ IPCONFIG_RETRY='IP-Config: no response after'
 DEBIAN_RAN='Begin: Setting up nbd-client'
 OUR_PANIC='^nbdboot could not attach the NBD root'
 LINK_EARLY='\] nbdboot: ens2 is up \(as soon as udev named it\)'
-
-# serve N START ARGS...: a server for boot N (tests/lib.sh's start_*); one that
-# does not come up fails boot N
-declare -A SERVERS START_WHY NETNS
-serve() {
-	local n=$1
-	shift
-	if "$@"; then
-		SERVERS[$n]+=" $SERVER_PID"
-		return 0
-	fi
-	START_WHY[$n]="${1#start_} did not start (its log is above)"
-	return 1
-}
 
 # ==== The boots: start_N starts boot N (VM_PID), check_N judges it ==========
 
@@ -341,7 +312,7 @@ check_7() {
 
 NAMES=([1]="nbdroot=SRV,PORT,nbd0 ip=dhcp, nbd-server" [2]="partitioned, nbdroot=SRV:PORT/NAME root=/dev/nbd0p1, qemu-nbd"
 	[3]="TLS root=nbds://, CA and client certificate from the image, nbdkit" [4]="Debian's nbd script with NBDCLIENT=/sbin/nbdboot, nbd-server"
-	[5]="failures: wrong export name, no server (nbdboot.wait=5)" [6]="dracut root=nbd:SRV:PORT:ext4:noatime ip=:::::ens2:dhcp, nbdkit"
+	[5a]="failure: wrong export name" [5b]="failure: no server (nbdboot.wait=5)" [6]="dracut root=nbd:SRV:PORT:ext4:noatime ip=:::::ens2:dhcp, nbdkit"
 	[7]="reference: Debian's nbd script with nbd-client, nbd-server"
 	[8]="nbdroot=dhcp: the DHCP root-path (dnsmasq), nbdkit")
 
@@ -387,63 +358,9 @@ fi
 
 # ==== The boots, two at a time ================================================
 
-declare -A RUNNING  # VM_PID -> boot
-declare -A LOGS     # boot -> console log
-declare -A LAUNCHED # boot -> when it was started (date +%s)
-run_check() { # run_check BOOT: judge a finished boot
-	local b=$1 n=${1%[ab]} p
-	CON=$(tr -d '\r' <"${LOGS[$b]}")
-	LOG=${LOGS[$b]} IMG=${IMGS[$n]} IMG_KIND=${KINDS[$n]}
-	[ -n "$CON" ] || why "no boot: the console is empty"
-	"check_$b"
-	if end_test; then
-		print_times "$b"
-	else
-		print_times "$b"
-		echo "     console excerpt (${LOGS[$b]}):"
-		grep -aE '^(nbdboot|VMTEST|IP-Config|Begin: Setting|ALERT|Gave up|Kernel panic|mount:)|nbd[0-9]|EXT4-fs (error|warning)' <<<"$CON" |
-			tail -n 25 | sed 's/^/     | /'
-	fi
-	for p in ${SERVERS[$b]}; do stop_server "$p"; done
-	[ -z "${NETNS[$b]:-}" ] || ip netns del "${NETNS[$b]}"
-}
-# launch BOOT: start it; a boot that cannot start is judged at once
-launch() {
-	local b=$1 n=${1%[ab]}
-	SYS_NAME=itools-$b
-	begin "itools $b: ${NAMES[$n]}"
-	LAUNCHED[$b]=$(date +%s)
-	if "start_$b"; then
-		RUNNING[$VM_PID]=$b LOGS[$b]=$LOG
-		return
-	fi
-	why "${START_WHY[$b]:-the boot did not start}"
-	end_test
-}
-# collect: wait for one of the running boots to end (bash's wait -n misses a
-# child that has already ended), judge it
-collect() {
-	local pid
-	while :; do
-		for pid in "${!RUNNING[@]}"; do
-			kill -0 "$pid" 2>/dev/null && continue
-			wait "$pid"
-			VM_RC=$? ENDED=$(date +%s)
-			begin "itools ${RUNNING[$pid]}: ${NAMES[${RUNNING[$pid]%[ab]}]}"
-			[ "$VM_RC" != 124 ] || why "qemu killed at the ${SYS_TIMEOUT}s timeout"
-			run_check "${RUNNING[$pid]}"
-			unset "RUNNING[$pid]"
-			return
-		done
-		sleep 0.5
-	done
-}
-
+SYS_EXCERPT='^(nbdboot|VMTEST|IP-Config|Begin: Setting|ALERT|Gave up|Kernel panic|mount:)|nbd[0-9]|EXT4-fs (error|warning)'
+boot_done() { print_times "$1"; }
 queue=()
 for b in 1 2 3 6 4 8 7 5a 5b; do wanted "${b%[ab]}" && queue+=("$b"); done
-for b in "${queue[@]}"; do
-	[ "${#RUNNING[@]}" -lt 2 ] || collect
-	launch "$b"
-done
-while [ "${#RUNNING[@]}" -gt 0 ]; do collect; done
+sys_queue itools "${queue[@]}"
 finish

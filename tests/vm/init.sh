@@ -42,7 +42,8 @@
 #      before any network
 #   6b no driver for the network card (nonic, nbdboot.wait=4)
 #   6c no carrier (the link set down from qemu's monitor, nbdboot.wait=5)
-#   6d no DHCP answer (qemu's user network without IPv4, nbdboot.wait=5)
+#   6d no DHCP answer (qemu's user network without IPv4, nbdboot.wait=5), with
+#      root=dhcp waiting for it
 #   6e no server (a closed port, nbdboot.wait=5)
 #   6f init=/nosuch: not in the root
 #   6g BOOTIF= naming an address no interface has
@@ -96,7 +97,6 @@ for i in std nonic; do
 	zstd -dc "$SYS_OUT/init-$i.img" | cpio -t --quiet 2>/dev/null | sed 's,^,/,' >"$TESTDIR/$i.files"
 done
 
-declare -A IMGS KINDS
 for n in 1 2 3 3b 4 5 6f; do
 	wanted "${n%[a-z]}" || continue
 	kind=flat
@@ -107,34 +107,8 @@ done
 
 # ==== Helpers =================================================================
 
-has_line() { # has_line FILE REGEX WHAT
-	grep -Eq -- "$2" "$1" && return 0
-	why "$3 (no line /$2/ in $(basename "$1"))"
-	return 1
-}
-lacks_line() {
-	local l
-	l=$(grep -Em1 -- "$2" "$1") || return 0
-	why "$3 ($(basename "$1") has '$l')"
-	return 1
-}
-# ktime REGEX: the kernel timestamp of the first console line matching it
-ktime() { sed -n "s/^\[ *\([0-9.]*\)\] .*$1.*/\1/p" <<<"$CON" | head -n1; }
-
 # nbdboot's lines reach the console through the kernel log: "[ T] nbdboot: ..."
 NB='^\[ *[0-9.]+\] nbdboot: '
-
-declare -A SERVERS START_WHY NETNS TIMEOUTS
-serve() {
-	local n=$1
-	shift
-	if "$@"; then
-		SERVERS[$n]+=" $SERVER_PID"
-		return 0
-	fi
-	START_WHY[$n]="${1#start_} did not start (its log is above)"
-	return 1
-}
 
 # booted_init DEV: sys_booted, plus nbdboot's own lines as /init
 booted_init() {
@@ -274,7 +248,7 @@ start_6c() {
 check_6c() { failed_init 'no carrier on eth0 after 5 s' 'bring up the network'; }
 start_6d() {
 	SYS_BOOT_OPTS=(--nic "user,model=e1000,ipv4=off,ipv6=on")
-	sys_boot_start "$STD" "root=nbd:10.0.2.2:10809:ext4 nbdboot.wait=5"
+	sys_boot_start "$STD" "root=dhcp nbdboot.wait=5"
 	SYS_BOOT_OPTS=()
 }
 check_6d() { failed_init 'no DHCP answer on eth0 in [0-9]+ s \(nbdboot.wait=5 covers the link and DHCP\)' 'bring up the network'; }
@@ -316,7 +290,6 @@ check_7b() {
 		why "the reboot came ${a:+$(awk -v a="$a" -v b="${b:-0}" 'BEGIN { print b - a }') s }after the announcement, not 3 s"
 }
 
-declare -A NAMES
 NAMES=([1]="ip=dhcp (qemu), dracut's root=nbd:SRV:PORT:ext4, nbdkit" [2]="static ip=, partitioned, Debian's nbdroot=, qemu-nbd"
 	[3]="TLS root=nbds://, DHCP by default, kTLS" [3b]="TLS through the proxy" [4]="nbdboot.overlay=256m: writes in RAM, the image untouched"
 	[5]="root=dhcp: the root-path from dnsmasq; init=" [6a]="failure: a bad command line" [6b]="failure: no network driver"
@@ -345,57 +318,11 @@ fi
 
 # ==== The boots, two at a time ================================================
 
-declare -A RUNNING LOGS LAUNCHED
-run_check() { # run_check BOOT: judge a finished boot
-	local b=$1 p
-	CON=$(tr -d '\r' <"${LOGS[$b]}")
-	LOG=${LOGS[$b]} IMG=${IMGS[$b]} IMG_KIND=${KINDS[$b]}
-	[ -n "$CON" ] || why "no boot: the console is empty"
-	"check_$b"
-	if ! end_test; then
-		echo "     console excerpt (${LOGS[$b]}):"
-		grep -aE 'nbdboot|^VMTEST|Kernel panic|reboot:|nbd[0-9]|EXT4-fs (error|warning)' <<<"$CON" |
-			tail -n 25 | sed 's/^/     | /'
-	fi
+boot_done() {
 	[ -z "$(ktime 'nbdboot: switching')" ] ||
-		echo "     times: nbdboot switched at $(ktime 'nbdboot: switching') s, systemd: $(sys_times); wall $((ENDED - ${LAUNCHED[$b]})) s"
-	for p in ${SERVERS[$b]}; do stop_server "$p"; done
-	[ -z "${NETNS[$b]:-}" ] || ip netns del "${NETNS[$b]}"
+		echo "     times: nbdboot switched at $(ktime 'nbdboot: switching') s, systemd: $(sys_times); wall $((ENDED - ${LAUNCHED[$1]})) s"
 }
-launch() {
-	local b=$1
-	SYS_NAME=init-$b
-	begin "init $b: ${NAMES[$b]}"
-	LAUNCHED[$b]=$(date +%s)
-	if "start_$b"; then
-		RUNNING[$VM_PID]=$b LOGS[$b]=$LOG
-		return
-	fi
-	why "${START_WHY[$b]:-the boot did not start}"
-	end_test
-}
-collect() {
-	local pid b
-	while :; do
-		for pid in "${!RUNNING[@]}"; do
-			kill -0 "$pid" 2>/dev/null && continue
-			wait "$pid"
-			VM_RC=$? ENDED=$(date +%s) b=${RUNNING[$pid]}
-			begin "init $b: ${NAMES[$b]}"
-			[ "$VM_RC" != 124 ] || [ -n "${TIMEOUTS[$b]:-}" ] || why "qemu killed at the ${SYS_TIMEOUT}s timeout"
-			run_check "$b"
-			unset "RUNNING[$pid]"
-			return
-		done
-		sleep 0.5
-	done
-}
-
 queue=()
 for b in 1 2 3 3b 4 5 6a 6b 6c 6d 6e 6f 6g 7a 7b; do wanted "${b%[a-z]}" && queue+=("$b"); done
-for b in "${queue[@]}"; do
-	[ "${#RUNNING[@]}" -lt 2 ] || collect
-	launch "$b"
-done
-while [ "${#RUNNING[@]}" -gt 0 ]; do collect; done
+sys_queue init "${queue[@]}"
 finish

@@ -34,6 +34,8 @@
 #                                DHCP root-path (option 17); its address is
 #                                SYS_NET_SRV; DHCP_PIDS; sys_dhcp_net_stop
 #   sys_dhcp_serve ARGS...       nbdkit ARGS in it, on SYS_NET_SRV:10809
+#   sys_queue PREFIX BOOT...     boots two at a time, each with its start_BOOT
+#                                and check_BOOT (see "Boots two at a time")
 # (no set -u: tests/lib.sh is not written for it)
 
 : "${SYS_TIMEOUT:=240}" "${SYS_MEM:=1024}"
@@ -221,4 +223,101 @@ sys_dhcp_net_stop() {
 	DHCP_PIDS=()
 	[ -z "${SYS_NETNS:-}" ] || ip netns del "$SYS_NETNS" 2>/dev/null
 	SYS_NETNS=
+}
+
+# ==== Boots two at a time =====================================================
+# A suite names each boot B (1, 2, 5a, ...) and defines start_B (servers
+# through `serve B START ARGS...`, then sys_boot_start), check_B (judges CON
+# with why()), NAMES[B], and IMGS[B]/KINDS[B] (or those of B less its
+# letter) for sys_booted; optionally boot_done B (after the verdict: times)
+# and TIMEOUTS[B] (qemu killed at its timeout is then expected).
+#   sys_queue PREFIX B...    runs them, two at a time (tests named "PREFIX B:
+#                            NAMES[B]"); SYS_EXCERPT: the console lines shown
+#                            when one fails
+#   has_line FILE REGEX WHAT / lacks_line FILE REGEX WHAT   a file's lines
+#   ktime REGEX              the kernel timestamp of the first console line
+#                            matching REGEX
+
+declare -A SERVERS START_WHY NETNS IMGS KINDS NAMES TIMEOUTS _RUNNING _LOGS LAUNCHED
+: "${SYS_EXCERPT:=nbdboot|^VMTEST|Kernel panic|nbd[0-9]|EXT4-fs (error|warning)}"
+
+has_line() {
+	grep -Eq -- "$2" "$1" && return 0
+	why "$3 (no line /$2/ in $(basename "$1"))"
+	return 1
+}
+lacks_line() {
+	local l
+	l=$(grep -Em1 -- "$2" "$1") || return 0
+	why "$3 ($(basename "$1") has '$l')"
+	return 1
+}
+ktime() { sed -n "s/^\[ *\([0-9.]*\)\] .*$1.*/\1/p" <<<"$CON" | head -n1; }
+
+# serve B START ARGS...: a server for boot B (tests/lib.sh's start_*), stopped
+# when B is judged; one that does not come up fails B
+serve() {
+	local b=$1
+	shift
+	if "$@"; then
+		SERVERS[$b]+=" $SERVER_PID"
+		return 0
+	fi
+	START_WHY[$b]="${1#start_} did not start (its log is above)"
+	return 1
+}
+
+_queue_check() {
+	local b=$1 n=${1%%[a-z]} p
+	CON=$(tr -d '\r' <"${_LOGS[$b]}")
+	LOG=${_LOGS[$b]} IMG=${IMGS[$b]:-${IMGS[$n]:-}} IMG_KIND=${KINDS[$b]:-${KINDS[$n]:-}}
+	[ -n "$CON" ] || why "no boot: the console is empty"
+	"check_$b"
+	if ! end_test; then
+		echo "     console excerpt (${_LOGS[$b]}):"
+		grep -aE "$SYS_EXCERPT" <<<"$CON" | tail -n 25 | sed 's/^/     | /'
+	fi
+	! declare -F boot_done >/dev/null || boot_done "$b"
+	for p in ${SERVERS[$b]}; do stop_server "$p"; done
+	[ -z "${NETNS[$b]:-}" ] || ip netns del "${NETNS[$b]}"
+}
+_queue_launch() {
+	local b=$1
+	SYS_NAME=$_QPREFIX-$b
+	begin "$_QPREFIX $b: ${NAMES[$b]}"
+	LAUNCHED[$b]=$(date +%s)
+	if "start_$b"; then
+		_RUNNING[$VM_PID]=$b _LOGS[$b]=$LOG
+		return
+	fi
+	why "${START_WHY[$b]:-the boot did not start}"
+	end_test
+}
+# wait for one of the running boots to end (bash's wait -n misses a child
+# that has already ended), and judge it
+_queue_collect() {
+	local pid b
+	while :; do
+		for pid in "${!_RUNNING[@]}"; do
+			kill -0 "$pid" 2>/dev/null && continue
+			wait "$pid"
+			VM_RC=$? ENDED=$(date +%s) b=${_RUNNING[$pid]}
+			begin "$_QPREFIX $b: ${NAMES[$b]}"
+			[ "$VM_RC" != 124 ] || [ -n "${TIMEOUTS[$b]:-}" ] || why "qemu killed at the ${SYS_TIMEOUT}s timeout"
+			_queue_check "$b"
+			unset "_RUNNING[$pid]"
+			return
+		done
+		sleep 0.5
+	done
+}
+sys_queue() {
+	local b
+	_QPREFIX=$1
+	shift
+	for b in "$@"; do
+		[ "${#_RUNNING[@]}" -lt 2 ] || _queue_collect
+		_queue_launch "$b"
+	done
+	while [ "${#_RUNNING[@]}" -gt 0 ]; do _queue_collect; done
 }
