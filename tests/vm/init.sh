@@ -34,7 +34,8 @@
 #     attached read-only, / is an overlay, the guest writes its data, and
 #     the image file is untouched (same mtime, no data file on it)
 #   5 root=dhcp with the root-path from dnsmasq in a network namespace of
-#     its own (nbd:SRV:10809:ext4), ip=eth0:dhcp, init=/lib/systemd/systemd
+#     its own (nbd:nbd.test:10809:ext4: a name, which dnsmasq, the name
+#     server DHCP gives, resolves), ip=eth0:dhcp, init=/lib/systemd/systemd
 # Failures, each ending in nbdboot's "fatal:" line with the reason and what
 # to do, then the reboot that the kernel's panic=-1 (boot.sh) asks for, and
 # never a kernel panic:
@@ -192,7 +193,7 @@ check_4() {
 
 start_5() {
 	local rc
-	sys_dhcp_net "nbd:$SYS_NET_SRV:10809:ext4" &&
+	sys_dhcp_net "nbd:nbd.test:10809:ext4" nbd.test &&
 		sys_dhcp_serve file "${IMGS[5]}" &&
 		sys_boot_start "$STD" "root=dhcp ip=eth0:dhcp rw init=/lib/systemd/systemd"
 	rc=$?
@@ -201,8 +202,8 @@ start_5() {
 }
 check_5() {
 	booted_init /dev/nbd0
-	sys_con_has "${NB}network: eth0 is 10\.0\.3\.[0-9]+/24, gateway 10\.0\.3\.1 \(DHCP from 10\.0\.3\.1, lease [0-9]+ s, root-path nbd:10\.0\.3\.1:10809:ext4\)" 'the lease with its root-path'
-	sys_con_has "${NB}attached 10\.0\.3\.1:10809 to /dev/nbd0 " 'attached what the root-path names'
+	sys_con_has "${NB}network: eth0 is 10\.0\.3\.[0-9]+/24, gateway 10\.0\.3\.1 \(DHCP from 10\.0\.3\.1, lease [0-9]+ s, root-path nbd:nbd\.test:10809:ext4\)" 'the lease with its root-path'
+	sys_con_has "${NB}attached nbd\.test:10809 to /dev/nbd0 " 'attached the server the root-path names, by the name DHCP'"'"'s name server resolved'
 	sys_con_has "${NB}switching to the root on /dev/nbd0 \(read-write\) and starting /lib/systemd/systemd" 'init='
 }
 

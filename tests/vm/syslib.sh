@@ -28,11 +28,12 @@
 #   sys_times                    "switch_root=S multi_user=S" from the console
 #   sys_late_ok N                the '@' processes (N) and the root were still
 #                                there when systemd-shutdown ran its hooks
-#   sys_dhcp_net ROOTPATH        a network namespace of its own (SYS_NETNS) that
+#   sys_dhcp_net ROOTPATH [NAME] a network namespace of its own (SYS_NETNS) that
 #                                boots join instead of qemu's user networking:
 #                                dnsmasq hands out leases with ROOTPATH as the
 #                                DHCP root-path (option 17); its address is
-#                                SYS_NET_SRV; DHCP_PIDS; sys_dhcp_net_stop
+#                                SYS_NET_SRV; DHCP_PIDS; sys_dhcp_net_stop; with
+#                                NAME it serves DNS too, NAME being SYS_NET_SRV
 #   sys_dhcp_serve ARGS...       nbdkit ARGS in it, on SYS_NET_SRV:10809
 #   sys_queue PREFIX BOOT...     boots two at a time, each with its start_BOOT
 #                                and check_BOOT (see "Boots two at a time")
@@ -181,9 +182,12 @@ sys_times() {
 SYS_NET_SRV=10.0.3.1
 _sys_nets=0
 
-# sys_dhcp_net ROOTPATH: SYS_NETNS, with dnsmasq running (DHCP_PIDS)
+# sys_dhcp_net ROOTPATH [NAME]: SYS_NETNS, with dnsmasq running (DHCP_PIDS);
+# with NAME, dnsmasq is the network's name server too (DHCP option 6), and
+# NAME is SYS_NET_SRV's name there
 sys_dhcp_net() {
-	local d
+	local d dns=(--port=0)
+	[ -z "${2:-}" ] || dns=(--port=53 --no-resolv --no-hosts "--host-record=$2,$SYS_NET_SRV")
 	_sys_nets=$((_sys_nets + 1))
 	SYS_NETNS=nbdboot-$$-$_sys_nets-$BASHPID
 	d=$TESTDIR/$SYS_NETNS
@@ -194,7 +198,7 @@ sys_dhcp_net() {
 		ip -n "$SYS_NETNS" addr add "$SYS_NET_SRV/24" dev tap0 &&
 		ip -n "$SYS_NETNS" link set tap0 up; } >"$d/ip.log" 2>&1 ||
 		{ why "could not make network namespace $SYS_NETNS: $(tail -n2 "$d/ip.log" | tr '\n' ' ')"; return 1; }
-	ip netns exec "$SYS_NETNS" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --user=root \
+	ip netns exec "$SYS_NETNS" dnsmasq --keep-in-foreground --conf-file=/dev/null "${dns[@]}" --user=root \
 		--interface=tap0 --bind-interfaces --dhcp-authoritative \
 		--dhcp-range=10.0.3.10,10.0.3.99,255.255.255.0,1h "--dhcp-option=option:root-path,$1" \
 		--dhcp-leasefile="$d/leases" --pid-file="$d/dnsmasq.pid" --log-dhcp --log-facility="$d/dnsmasq.log" \
