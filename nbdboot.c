@@ -1042,6 +1042,7 @@ static struct boot_env {
 	char rootpath[NBD_ROOTPATH_MAX + 1];
 	char rootserver[16];
 	bool missed; /* a grammar wanted a value DHCP had not given (yet) */
+	bool ipv4_only; /* /init configured IPv4 alone: names as A records */
 } boot_env;
 
 static const char *dhcp_env(const char *name)
@@ -1573,9 +1574,10 @@ struct resolved {
 	struct { socklen_t len; struct sockaddr_storage sa; } addr[NBD_ADDRS_MAX];
 };
 
-static void resolve_now(const struct nbd_config *cfg, int flags, struct resolved *rs)
+static void resolve_now(const struct nbd_config *cfg, int flags, int family, struct resolved *rs)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV | flags };
+	struct addrinfo hints = { .ai_family = family, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICSERV | flags };
 	struct addrinfo *res, *ai;
 	rs->n = 0;
 	rs->gai = getaddrinfo(cfg->host, cfg->port, &hints, &res);
@@ -1602,7 +1604,13 @@ static void resolve_child(const struct nbd_config *cfg, int64_t deadline, struct
 	pid = fork();
 	if (pid == 0) {
 		close(pfd[0]);
-		resolve_now(cfg, 0, rs);
+		/* musl fails the whole lookup when the AAAA question is refused
+		 * or unanswered (a name server with IPv4 records only may do
+		 * that): then the A records alone.  An IPv4-only /init asks
+		 * for those alone from the start. */
+		resolve_now(cfg, 0, boot_env.ipv4_only ? AF_INET : AF_UNSPEC, rs);
+		if ((rs->gai == EAI_AGAIN || rs->gai == EAI_FAIL) && !boot_env.ipv4_only)
+			resolve_now(cfg, 0, AF_INET, rs);
 		_exit(write_whole(pfd[1], (const char *)rs, sizeof *rs) ? 1 : 0);
 	}
 	close(pfd[1]);
@@ -1628,7 +1636,7 @@ static int connect_tcp(const struct nbd_config *cfg, int64_t deadline)
 {
 	static struct resolved rs;
 	int fd = -1, e = ECONNREFUSED;
-	resolve_now(cfg, AI_NUMERICHOST, &rs);
+	resolve_now(cfg, AI_NUMERICHOST, AF_UNSPEC, &rs);
 	if (rs.gai == EAI_NONAME)
 		resolve_child(cfg, deadline, &rs);
 	if (rs.gai == EAI_AGAIN)
@@ -5585,6 +5593,7 @@ static int net_up(const struct nbd_boot *b, unsigned wait_s)
 	link_up(1); /* lo: the booted system expects it, nbdboot does not need it */
 	if (link_wait(ip, deadline, wait_s))
 		return -1;
+	boot_env.ipv4_only = true;
 	if (!ip->dhcp && ip->addr) {
 		uint32_t mask = ip->netmask ? ip->netmask : classful_mask(ip->addr);
 		if (net_configure(ip->addr, mask, ip->gateway))

@@ -520,6 +520,29 @@ else
 fi
 end_test
 
+# A name server with an A record only, which refuses the AAAA question
+# (dnsmasq with no upstream server does): musl fails the whole lookup on
+# that, so nbdboot asks for the A records alone.
+begin "resolve: a name whose AAAA question the name server refuses still resolves (A alone)"
+if [ "$(id -u)" != 0 ] || ! command -v unshare >/dev/null || ! command -v dnsmasq >/dev/null; then
+	why "needs root, unshare(1) and dnsmasq for a private network namespace with a name server"
+else
+	printf 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n' >"$TESTDIR/resolv-a.conf"
+	timeout -k 2 30 unshare -mn sh -c 'ip link set lo up && mount --bind "$1" /etc/resolv.conf || exit 9
+		dnsmasq --keep-in-foreground --conf-file=/dev/null --port=53 --no-resolv --no-hosts \
+			--host-record=nbd-server.test,127.0.0.1 --user=root --listen-address=127.0.0.1 \
+			--bind-interfaces --pid-file="$3/dnsmasq-a.pid" >"$3/dnsmasq-a.log" 2>&1 &
+		d=$!
+		nbdkit -f --exit-with-parent -i 127.0.0.1 -p 10809 memory 1M >"$3/nbdkit-a.log" 2>&1 &
+		i=0; while [ $i -lt 50 ] && ! [ -s "$3/dnsmasq-a.pid" ]; do sleep 0.1; i=$((i + 1)); done
+		"$2" --probe nbd-server.test 10809 --wait 15; rc=$?; kill $d; exit $rc' \
+		sh "$TESTDIR/resolv-a.conf" "$NBDBOOT" "$TESTDIR" >"$TESTDIR/out" 2>"$TESTDIR/err" </dev/null
+	RC=$? OUT=$(<"$TESTDIR/out") ERR=$(<"$TESTDIR/err")
+	expect_rc 0
+	expect_out '^size: 1048576$'
+fi
+end_test
+
 # -C N needs a server that allows several connections: qemu-nbd does not
 # advertise NBD_FLAG_CAN_MULTI_CONN for a writable image shared by one client (-e 1).
 IMG_M=$(make_image $MIB1)
