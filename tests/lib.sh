@@ -299,6 +299,9 @@ _server_failed() {
 # come up within ~5 s.  A port lost to a race is retried with another one.
 # Set WANT_PORT to use a given port (no retry).
 
+# Servers' files are numbered, and named after the shell too: two
+# subshells (a suite's parallel lanes) count from the same number, and a
+# shared pid file once made one lane stop the other's server.
 _nserv=0
 
 # _start_tcp NAME CMD...: CMD has @PORT@ where the port goes.
@@ -306,11 +309,11 @@ _start_tcp() {
 	local what=$1 try args a pidf
 	shift
 	for try in 1 2 3; do
-		_nserv=$((_nserv + 1))
+		_nserv=$((_nserv + 1)) _nid=$_nserv-$BASHPID
 		PORT=$WANT_PORT
 		[ -n "$PORT" ] || { pick_port && PORT=$FREE_PORT; } || return 1
-		pidf=$TESTDIR/server$_nserv.pid
-		SERVER_LOG=$TESTDIR/server$_nserv.log
+		pidf=$TESTDIR/server$_nid.pid
+		SERVER_LOG=$TESTDIR/server$_nid.log
 		args=()
 		for a in "$@"; do
 			a=${a//@PORT@/$PORT}
@@ -332,10 +335,10 @@ _start_tcp() {
 _start_unix() {
 	local what=$1 args a pidf
 	shift
-	_nserv=$((_nserv + 1))
-	SOCK=$TESTDIR/s$_nserv.sock
-	pidf=$TESTDIR/server$_nserv.pid
-	SERVER_LOG=$TESTDIR/server$_nserv.log
+	_nserv=$((_nserv + 1)) _nid=$_nserv-$BASHPID
+	SOCK=$TESTDIR/s$_nid.sock
+	pidf=$TESTDIR/server$_nid.pid
+	SERVER_LOG=$TESTDIR/server$_nid.log
 	args=()
 	for a in "$@"; do
 		a=${a//@SOCK@/$SOCK}
@@ -410,12 +413,12 @@ start_qemu_nbd_unix() {
 start_nbd_server() {
 	local body=$1 deflt=$2 conf try pidf
 	for try in 1 2 3; do
-		_nserv=$((_nserv + 1))
+		_nserv=$((_nserv + 1)) _nid=$_nserv-$BASHPID
 		PORT=$WANT_PORT
 		[ -n "$PORT" ] || { pick_port && PORT=$FREE_PORT; } || return 1
-		conf=$TESTDIR/nbd-server$_nserv.conf
-		pidf=$TESTDIR/server$_nserv.pid
-		SERVER_LOG=$TESTDIR/server$_nserv.log
+		conf=$TESTDIR/nbd-server$_nid.conf
+		pidf=$TESTDIR/server$_nid.pid
+		SERVER_LOG=$TESTDIR/server$_nid.log
 		{
 			echo "[generic]"
 			echo "allowlist = true"
