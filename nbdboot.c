@@ -4506,6 +4506,18 @@ static struct initstate {
 	const char *step; /* what was being done: the fatal message names it */
 } init_st;
 
+/* A small procfs or sysfs file into buf, NUL-terminated (cut to size); its
+ * length, or -1.  The /init sections read the kernel's state through it. */
+static ssize_t read_text(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, size - 1);
+	if (fd >= 0)
+		close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	return n;
+}
+
 static void init_mount(const char *type, const char *dir, const char *data)
 {
 	mkdir(dir, 0755);
@@ -4532,14 +4544,10 @@ static void init_console(void)
 	}
 	output.kmsg = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
 	output.console_level = 7;
-	fd = open("/proc/sys/kernel/printk", O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		char b[16] = "";
-		uint64_t v;
-		if (read(fd, b, sizeof b - 1) > 0 && scan_decimal(b, &v) && v < 16)
-			output.console_level = (int)v; /* the first of the four numbers */
-		close(fd);
-	}
+	char b[16];
+	uint64_t v;
+	if (read_text("/proc/sys/kernel/printk", b, sizeof b) > 0 && scan_decimal(b, &v) && v < 16)
+		output.console_level = (int)v; /* the first of the four numbers */
 }
 
 static void init_early(void)
@@ -4567,14 +4575,10 @@ static const char *init_hint(void)
 /* The kernel's panic= (seconds; negative: at once; 0: never). */
 static int kernel_panic_s(void)
 {
-	char b[16] = "";
-	int fd = open("/proc/sys/kernel/panic", O_RDONLY | O_CLOEXEC), v = 0;
+	char b[16];
+	int v = 0;
 	bool neg;
-	if (fd < 0)
-		return 0;
-	if (read(fd, b, sizeof b - 1) < 0)
-		b[0] = 0;
-	close(fd);
+	read_text("/proc/sys/kernel/panic", b, sizeof b);
 	neg = b[0] == '-';
 	for (const char *p = b + neg; *p >= '0' && *p <= '9' && v < 1000000; p++)
 		v = v * 10 + (*p - '0');
@@ -4931,17 +4935,11 @@ static void modules_coldplug(void)
 			fmt(path, sizeof path, "/sys/bus/%s/devices", b->d_name);
 			devs = opendir(path);
 			while (devs && (d = readdir(devs))) {
-				char alias[256] = "";
-				int fd;
-				ssize_t n;
+				char alias[256];
 				if (d->d_name[0] == '.')
 					continue;
 				fmt(path, sizeof path, "/sys/bus/%s/devices/%s/modalias", b->d_name, d->d_name);
-				fd = open(path, O_RDONLY | O_CLOEXEC);
-				n = fd < 0 ? -1 : read(fd, alias, sizeof alias - 1);
-				if (fd >= 0)
-					close(fd);
-				if (n <= 0)
+				if (read_text(path, alias, sizeof alias) <= 0)
 					continue;
 				alias[strcspn(alias, "\n")] = 0;
 				loaded += module_load(alias, 0);
@@ -5226,25 +5224,11 @@ const char *nbd_dhcp_parse(const uint8_t *pkt, size_t len, uint32_t xid, const u
 
 /* ---- Interfaces and rtnetlink ------------------------------------------------ */
 
-/* A small sysfs file into buf, without its newline; its length or -1. */
-static ssize_t read_small(const char *path, char *buf, size_t size)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd < 0 ? -1 : read(fd, buf, size - 1);
-	if (fd >= 0)
-		close(fd);
-	if (n < 0)
-		return -1;
-	buf[n] = 0;
-	buf[strcspn(buf, "\n")] = 0;
-	return (ssize_t)strlen(buf);
-}
-
 static bool iface_attr(const char *name, const char *attr, char *buf, size_t size)
 {
 	char path[96];
 	fmt(path, sizeof path, "/sys/class/net/%s/%s", name, attr);
-	return read_small(path, buf, size) > 0;
+	return read_text(path, buf, size) > 0 && (buf[strcspn(buf, "\n")] = 0, buf[0]);
 }
 
 static bool iface_mac(const char *name, uint8_t mac[6])
@@ -5671,17 +5655,11 @@ static int mount_root_fs(const char *dev, const char *dir, const char *types, un
 	static char list[1024];
 	char data[256];
 	char tried[256] = "";
-	int fd, e = 0;
-	ssize_t n = 0;
 	unsigned long ro = flags & MS_RDONLY;
 	mount_options(opts, &flags, data, sizeof data);
 	flags |= ro; /* the overlay's lower layer stays read-only whatever rootflags= says */
 	if (!*types) {
-		fd = open("/proc/filesystems", O_RDONLY | O_CLOEXEC);
-		n = fd < 0 ? -1 : read(fd, list, sizeof list - 1);
-		if (fd >= 0)
-			close(fd);
-		list[n > 0 ? n : 0] = 0;
+		read_text("/proc/filesystems", list, sizeof list);
 	} else {
 		fmt(list, sizeof list, "%s", types);
 	}
@@ -5701,7 +5679,6 @@ static int mount_root_fs(const char *dev, const char *dir, const char *types, un
 		}
 		if (errno != EINVAL && errno != ENODEV && errno != ENOTBLK && errno != EBUSY)
 			return fail_kernel("unable to mount %s (%s) on %s: %s", dev, w, dir, strerror(errno));
-		e = e ? e : errno;
 		fmt(tried + strlen(tried), sizeof tried - strlen(tried), "%s%s", tried[0] ? ", " : "", w);
 	}
 	return fail_kernel("no filesystem on %s could be mounted (tried %s): is the root the right "
